@@ -175,3 +175,12 @@ func (v *VirtualServer) SortedDests() []Destination {
 	})
 	return out
 }
+
+// DefaultNetmask is the persistence netmask the kernel uses when none is
+// configured: a full IPv4 mask, or a /128 prefix for IPv6.
+func DefaultNetmask(family uint16) uint32 {
+	if family == FamilyInet6 {
+		return 128
+	}
+	return 0xffffffff
+}
