@@ -1,0 +1,126 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cred is who an external command runs as; nil means the agent's own user.
+type cred = syscall.Credential
+
+// lookupCred resolves a user name or numeric uid. Switching user needs
+// root (CAP_SETUID); asking for the agent's own user is a no-op.
+func lookupCred(name string) (*cred, error) {
+	if name == "" {
+		return nil, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		var uerr error
+		if u, uerr = user.LookupId(name); uerr != nil {
+			return nil, fmt.Errorf("user %q: %w", name, err)
+		}
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %q: non-numeric uid/gid", name)
+	}
+	if int(uid) == os.Getuid() && int(gid) == os.Getgid() {
+		return nil, nil
+	}
+	return &cred{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+}
+
+// limitedBuffer keeps the first n bytes written and discards the rest, so a
+// chatty command cannot grow the agent's memory.
+type limitedBuffer struct {
+	bytes.Buffer
+	n int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.n - l.Len(); room > 0 {
+		l.Buffer.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// runCommand runs argv in its own process group with env added to a minimal
+// environment, and kills the whole group when ctx ends: a health script
+// that forks (curl in a shell) must not outlive its timeout.
+func runCommand(ctx context.Context, argv []string, cr *cred, env []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cr}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// If a grandchild escaped the group and keeps our pipe open, stop
+	// waiting for it shortly after the kill.
+	cmd.WaitDelay = 500 * time.Millisecond
+	out := &limitedBuffer{n: 512}
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	// Reap stragglers in the group even on success (a backgrounded child).
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return strings.TrimSpace(out.String()), err
+}
+
+type execChecker struct {
+	argv []string
+	cred *cred
+}
+
+func newExecChecker(s Spec) (checker, error) {
+	if len(s.Command) == 0 || s.Command[0] == "" {
+		return nil, errors.New("exec check needs command (argv list)")
+	}
+	argv := s.Command
+	if s.Shell {
+		argv = append([]string{"/bin/sh", "-c"}, s.Command...)
+	} else if !strings.HasPrefix(argv[0], "/") {
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			return nil, fmt.Errorf("command %q: %w", argv[0], err)
+		}
+	}
+	cr, err := lookupCred(s.User)
+	if err != nil {
+		return nil, err
+	}
+	return &execChecker{argv: argv, cred: cr}, nil
+}
+
+func (e *execChecker) check(ctx context.Context, p probe) result {
+	env := []string{
+		"IPVS_RS_IP=" + p.rs.Addr().String(),
+		"IPVS_RS_PORT=" + strconv.Itoa(int(p.rs.Port())),
+		"IPVS_CHECK_IP=" + p.addr.Addr().String(),
+		"IPVS_CHECK_PORT=" + strconv.Itoa(int(p.addr.Port())),
+	}
+	out, err := runCommand(ctx, e.argv, e.cred, env)
+	if err == nil {
+		return passed("exec: exit 0")
+	}
+	reason := "exec: " + err.Error()
+	if ctx.Err() != nil {
+		reason = "exec: timeout, process group killed"
+	}
+	if out != "" {
+		if len(out) > 200 {
+			out = out[:200]
+		}
+		reason += ": " + out
+	}
+	return failed(reason)
+}

@@ -1,0 +1,246 @@
+// Package health runs health checks against real servers and turns their
+// results into verdicts: "real server X is up / down / drained, at weight
+// factor f". It knows nothing of IPVS; the agent maps a Status onto the
+// kernel's weight with Status.EffectiveWeight.
+//
+// One Scheduler drives every check from a single timer heap and runs each
+// probe on a short-lived goroutine bounded by a semaphore, so the number of
+// real servers configured costs memory for their state only, not a blocked
+// goroutine or thread each.
+package health
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+)
+
+// State is a real server's health as the agent should act on it.
+type State int
+
+const (
+	// Unknown means no verdict yet: the agent keeps whatever weight the
+	// kernel has, so restarting the agent does not flap a healthy pool.
+	Unknown State = iota
+	// Up: serve traffic at the configured weight times Factor.
+	Up
+	// Down: failed its checks; weight 0 (or removed, per the agent's
+	// on_failure policy).
+	Down
+	// Drain: administratively drained (file or agent check said so):
+	// weight 0 but existing connections are left alone.
+	Drain
+)
+
+func (s State) String() string {
+	switch s {
+	case Unknown:
+		return "unknown"
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	case Drain:
+		return "drain"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// ParseState is String's inverse, for config files and tests.
+func ParseState(s string) (State, error) {
+	switch s {
+	case "unknown", "":
+		return Unknown, nil
+	case "up":
+		return Up, nil
+	case "down":
+		return Down, nil
+	case "drain":
+		return Drain, nil
+	}
+	return Unknown, fmt.Errorf("unknown health state %q (want unknown, up, down or drain)", s)
+}
+
+// Status is the verdict for one subscriber ID, delivered through
+// Options.OnChange and Scheduler.Statuses.
+type Status struct {
+	ID    string
+	State State
+	// Factor scales the configured weight: 1 normally, lower while slow
+	// start ramps up or when an agent check reports a percentage.
+	Factor float64
+	// Weight is an absolute weight reported by a file check, or -1.
+	Weight int
+	// Reason says why, in words fit for a log line ("connect: connection
+	// refused", "HTTP 503", "agent: drain").
+	Reason string
+	// Since is when State last changed.
+	Since time.Time
+}
+
+// EffectiveWeight is the kernel weight the agent should set for a real
+// server configured with weight configured. It returns -1 for Unknown,
+// meaning "keep what the kernel has".
+func (s Status) EffectiveWeight(configured int) int {
+	switch s.State {
+	case Down, Drain:
+		return 0
+	case Unknown:
+		return -1
+	}
+	if s.Weight >= 0 {
+		return s.Weight
+	}
+	if configured <= 0 {
+		return 0
+	}
+	f := s.Factor
+	if f <= 0 {
+		return 0
+	}
+	if f > 1 {
+		f = 1
+	}
+	w := int(math.Round(float64(configured) * f))
+	// A tiny factor must not turn an up server into a drained one: weight 0
+	// means "no new connections" to IPVS.
+	if w < 1 {
+		w = 1
+	}
+	return w
+}
+
+// Check is one health check subscription chosen by the agent.
+type Check struct {
+	// ID is the agent's name for this (virtual server, real server) pair,
+	// e.g. "web/198.18.0.11:80". Statuses are keyed by it.
+	ID string
+	// Service names the virtual server, for log lines and notify commands.
+	// Optional.
+	Service string
+	// Target is the real server. Spec.Port, when set, replaces its port for
+	// the probe.
+	Target netip.AddrPort
+	Spec   Spec
+	// Initial is the state assumed until the first verdict. Unknown (the
+	// zero value) lets the first result decide; Up requires Spec.Fall
+	// failures to go down; Down requires Spec.Rise successes to go up.
+	Initial State
+}
+
+// StatusRange is an inclusive range of HTTP status codes.
+type StatusRange struct{ Lo, Hi int }
+
+// Spec describes how to check a real server. Two checks with equal Key()
+// and the same probe target run once and fan out to every subscriber.
+type Spec struct {
+	Type      string // tcp, http, https, udp, dns, exec, icmp, file, agent
+	Interval  time.Duration
+	Timeout   time.Duration
+	Rise      int
+	Fall      int
+	Port      uint16 // probe this port instead of the real server's
+	SlowStart time.Duration
+	Notify    []string // argv run on each transition
+
+	// http, https
+	Method       string
+	Path         string
+	Host         string // Host header; default the target address
+	ExpectStatus []StatusRange
+	ExpectBody   string // substring
+	BodyRegex    string // Go regexp (RE2)
+	MaxBody      int    // bytes of body read at most
+	// TLS (https; also agent/tcp never use it)
+	TLSServerName string
+	TLSVerify     bool
+	CAFile        string
+	CertFile      string
+	KeyFile       string
+
+	// udp: Send is the datagram; Expect an optional substring of the reply.
+	// agent: Send is an optional line written before reading.
+	Send   string
+	Expect string
+
+	// dns
+	QueryName    string
+	QueryType    string // A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT, ANY
+	ExpectRcode  string // NOERROR, NXDOMAIN, ...
+	ExpectAnswer string // optional; one answer's rdata as text must equal it
+
+	// exec: Command is argv (with Shell, Command[0] is a /bin/sh -c script
+	// and the rest its $0, $1...). User runs it (empty: the agent's own user).
+	Command []string
+	Shell   bool
+	User    string
+
+	// file: Path template ({ip}, {port}, {addr}, {id}); FileMissing is the
+	// state assumed when the file does not exist ("up" or "down").
+	File        string
+	FileMissing string
+}
+
+// Key is a canonical encoding of the spec, equal for equal specs. It is what
+// dedupe and reload compare.
+func (s Spec) Key() string {
+	b, err := json.Marshal(s)
+	if err != nil { // cannot happen: Spec holds only plain values
+		return fmt.Sprintf("%#v", s)
+	}
+	return string(b)
+}
+
+// Equal reports whether two specs describe the same check.
+func (s Spec) Equal(o Spec) bool { return s.Key() == o.Key() }
+
+// probeTarget is where the probe goes: the real server, with Spec.Port
+// replacing its port when set.
+func (c Check) probeTarget() netip.AddrPort {
+	if c.Spec.Port != 0 {
+		return netip.AddrPortFrom(c.Target.Addr(), c.Spec.Port)
+	}
+	return c.Target
+}
+
+// dedupeKey identifies identical probes. Exec and file checks see the real
+// server's own port (env, path template) so they never merge across ports.
+func (c Check) dedupeKey() string {
+	t := c.probeTarget()
+	if c.Spec.Type == "exec" || c.Spec.Type == "file" {
+		t = c.Target
+	}
+	return t.String() + "|" + c.Spec.Key()
+}
+
+// Validate reports the first problem that would stop the spec from running:
+// unknown type, missing kind-specific fields, bad regexp, unreadable TLS
+// files, unknown user. The config package calls it so mistakes surface at
+// load time rather than as a permanently down server.
+func (s Spec) Validate() error {
+	if s.Interval <= 0 {
+		return fmt.Errorf("interval must be positive, got %v", s.Interval)
+	}
+	if s.Timeout <= 0 {
+		return fmt.Errorf("timeout must be positive, got %v", s.Timeout)
+	}
+	if s.Timeout > s.Interval {
+		return fmt.Errorf("timeout %v is longer than interval %v", s.Timeout, s.Interval)
+	}
+	if s.Rise < 1 {
+		return fmt.Errorf("rise must be at least 1, got %d", s.Rise)
+	}
+	if s.Fall < 1 {
+		return fmt.Errorf("fall must be at least 1, got %d", s.Fall)
+	}
+	if s.SlowStart < 0 {
+		return fmt.Errorf("slow_start must not be negative, got %v", s.SlowStart)
+	}
+	if len(s.Notify) > 0 && s.Notify[0] == "" {
+		return fmt.Errorf("notify: empty command")
+	}
+	_, err := newChecker(s)
+	return err
+}

@@ -1,0 +1,192 @@
+package health
+
+import (
+	"math"
+	"time"
+)
+
+// outcome is what one probe says.
+type outcome int
+
+const (
+	pass  outcome = iota // the server answered as expected
+	fail                 // it did not (counted against fall)
+	drain                // an operator or the server itself asked for no new traffic
+	maint                // an operator took the server out: down now, no fall count
+)
+
+// result is one probe's verdict. Factor and Weight carry what agent and
+// file checks report; the others leave them at -1.
+type result struct {
+	outcome outcome
+	factor  float64 // 0..1, or -1 for "not reported"
+	weight  int     // absolute weight, or -1
+	reason  string
+}
+
+func passed(reason string) result {
+	return result{outcome: pass, factor: -1, weight: -1, reason: reason}
+}
+func failed(reason string) result {
+	return result{outcome: fail, factor: -1, weight: -1, reason: reason}
+}
+
+// slowStartSteps is how many distinct factors slow start emits between 10%
+// and 100%: enough for a smooth ramp, few enough not to flood the agent.
+const slowStartSteps = 10
+
+// machine is one check's state machine. It is pure: it owns no timers and
+// takes the time as an argument, so it is table-tested with fabricated times.
+type machine struct {
+	rise, fall int
+	slowStart  time.Duration
+
+	state      State
+	oks, fails int // consecutive results of each kind
+	reason     string
+	since      time.Time
+	// reported by the probe while passing
+	agentFactor float64
+	weight      int
+	// slow start, active while !rampStart.IsZero()
+	rampStart time.Time
+}
+
+func newMachine(s Spec, initial State, now time.Time) *machine {
+	return &machine{
+		rise: s.Rise, fall: s.Fall, slowStart: s.SlowStart,
+		state: initial, since: now, agentFactor: 1, weight: -1,
+		reason: "initial state",
+	}
+}
+
+// observe feeds one result in. It reports whether the State changed
+// (a transition, logged and notified) and whether anything a subscriber
+// sees changed (state, factor or weight).
+func (m *machine) observe(now time.Time, r result) (transition, changed bool) {
+	before := m.snapshot(now)
+	old := m.state
+	switch r.outcome {
+	case drain:
+		m.oks, m.fails = 0, 0
+		m.to(Drain, now, r.reason)
+	case pass:
+		m.fails = 0
+		m.oks++
+		m.agentFactor = 1
+		if r.factor >= 0 {
+			m.agentFactor = r.factor
+		}
+		m.weight = r.weight
+		switch m.state {
+		case Unknown:
+			// The first verdict after start-up or reload decides at once:
+			// the server was serving before we knew, ramping it would only
+			// cut its weight for no reason.
+			m.to(Up, now, r.reason)
+		case Drain:
+			m.to(Up, now, r.reason)
+			m.startRamp(now)
+		case Down:
+			if m.oks >= m.rise {
+				m.to(Up, now, r.reason)
+				m.startRamp(now)
+			}
+		}
+	case maint:
+		m.oks, m.fails = 0, 0
+		m.to(Down, now, r.reason)
+	case fail:
+		m.oks = 0
+		m.fails++
+		switch m.state {
+		case Unknown, Drain:
+			m.to(Down, now, r.reason)
+		case Up:
+			if m.fails >= m.fall {
+				m.to(Down, now, r.reason)
+			}
+		}
+	}
+	after := m.snapshot(now)
+	return m.state != old, after != before
+}
+
+func (m *machine) to(s State, now time.Time, reason string) {
+	if m.state != s {
+		m.state = s
+		m.since = now
+		m.rampStart = time.Time{}
+	}
+	m.reason = reason
+}
+
+func (m *machine) startRamp(now time.Time) {
+	if m.slowStart > 0 {
+		m.rampStart = now
+	}
+}
+
+// rampFactor is slow start's share of the factor: 10% at the transition,
+// stepping to 100% at slowStart.
+func (m *machine) rampFactor(now time.Time) float64 {
+	if m.rampStart.IsZero() || m.state != Up {
+		return 1
+	}
+	el := now.Sub(m.rampStart)
+	if el >= m.slowStart {
+		return 1
+	}
+	if el < 0 {
+		el = 0
+	}
+	i := int(el * slowStartSteps / m.slowStart)
+	f := 0.1 + 0.9*float64(i)/slowStartSteps
+	return math.Round(f*1000) / 1000
+}
+
+// nextRamp is when the ramp factor next changes, or zero if it will not.
+func (m *machine) nextRamp(now time.Time) time.Time {
+	if m.rampStart.IsZero() || m.state != Up {
+		return time.Time{}
+	}
+	el := now.Sub(m.rampStart)
+	if el >= m.slowStart {
+		return time.Time{}
+	}
+	step := m.slowStart / slowStartSteps
+	i := int(el / step)
+	next := m.rampStart.Add(time.Duration(i+1) * step)
+	if i+1 >= slowStartSteps {
+		next = m.rampStart.Add(m.slowStart)
+	}
+	return next
+}
+
+// tick advances the ramp clock; it reports whether the factor changed.
+func (m *machine) tick(now time.Time, prev float64) bool {
+	f := m.factor(now)
+	if !m.rampStart.IsZero() && !now.Before(m.rampStart.Add(m.slowStart)) {
+		m.rampStart = time.Time{}
+	}
+	return f != prev
+}
+
+func (m *machine) factor(now time.Time) float64 {
+	return m.agentFactor * m.rampFactor(now)
+}
+
+// snapshot is the subscriber-visible part, for change detection.
+type view struct {
+	state  State
+	factor float64
+	weight int
+}
+
+func (m *machine) snapshot(now time.Time) view {
+	return view{m.state, m.factor(now), m.weight}
+}
+
+func (m *machine) status(id string, now time.Time) Status {
+	return Status{ID: id, State: m.state, Factor: m.factor(now), Weight: m.weight, Reason: m.reason, Since: m.since}
+}

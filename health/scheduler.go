@@ -1,0 +1,593 @@
+package health
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Clock is the scheduler's source of time; tests substitute a fake one.
+type Clock interface {
+	Now() time.Time
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is the part of *time.Timer the scheduler uses.
+type Timer interface {
+	C() <-chan time.Time
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
+type realClock struct{}
+type realTimer struct{ t *time.Timer }
+
+func (realClock) Now() time.Time                 { return time.Now() }
+func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+func (t realTimer) C() <-chan time.Time          { return t.t.C }
+func (t realTimer) Stop() bool                   { return t.t.Stop() }
+func (t realTimer) Reset(d time.Duration) bool   { return t.t.Reset(d) }
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxInFlight = 1024
+	DefaultJitter      = 0.1
+	DefaultLateAfter   = 500 * time.Millisecond
+	// lateLogEvery rate-limits the "falling behind" warning: loud, but one
+	// line per period, not one per late check.
+	lateLogEvery = 10 * time.Second
+	notifyQueue  = 1024
+	notifyTime   = 30 * time.Second
+)
+
+// Options configures a Scheduler. Every field is optional.
+type Options struct {
+	Logger *slog.Logger
+	// OnChange receives every status change (state, factor or weight),
+	// in order per ID, from one goroutine; a slow OnChange delays later
+	// calls but never the checks. Changes that pile up while it runs are
+	// coalesced per ID, so the latest status always arrives.
+	OnChange func(Status)
+	Clock    Clock
+	// MaxInFlight bounds concurrent probes (sockets, goroutines). When
+	// every slot is busy the scheduler falls behind and says so.
+	MaxInFlight int
+	// Jitter is the fraction each interval is randomly stretched or shrunk
+	// by (0.1: ±10%), so checks started together drift apart. Negative
+	// disables it.
+	Jitter float64
+	// LateAfter is how late a check may start before it counts as the
+	// scheduler falling behind.
+	LateAfter time.Duration
+
+	// newChecker replaces newChecker in tests.
+	newChecker func(Spec) (checker, error)
+}
+
+// Stats are counters for the agent to export as metrics.
+type Stats struct {
+	Checks      uint64        // probes completed
+	Late        uint64        // probes started more than LateAfter after their due time
+	MaxLag      time.Duration // worst start delay seen
+	Saturated   uint64        // times a due probe waited for a free in-flight slot
+	InFlight    int
+	Runners     int // distinct probes (after dedupe)
+	Subscribers int // check IDs
+	// NotifyDropped counts notify commands not run because the queue was full.
+	NotifyDropped uint64
+}
+
+// Scheduler runs a set of checks and reports their verdicts.
+type Scheduler struct {
+	log        *slog.Logger
+	onChange   func(Status)
+	clock      Clock
+	jitter     float64
+	lateAfter  time.Duration
+	newChecker func(Spec) (checker, error)
+	sem        chan struct{}
+	wake       chan struct{}
+	notifyWake chan struct{}
+	notifyQ    chan notifyJob
+
+	mu       sync.Mutex
+	runners  map[string]*runner // by dedupe key
+	subs     map[string]*sub    // by check ID
+	statuses map[string]Status
+	queue    itemHeap
+	pending  map[string]Status // undelivered OnChange calls
+	order    []string          // delivery order of pending
+	lastLate time.Time
+	lateLog  uint64 // Late at lastLate
+
+	checks, late, saturated, notifyDropped atomic.Uint64
+	maxLag                                 atomic.Int64
+	inFlight                               atomic.Int64
+}
+
+type sub struct {
+	id, service string
+	target      netip.AddrPort
+	r           *runner
+}
+
+// runner is one distinct probe (target + spec) and its state machine,
+// shared by every subscriber with the same check.
+type runner struct {
+	key     string
+	spec    Spec
+	probe   probe
+	chk     checker
+	chkErr  error
+	m       *machine
+	subs    []*sub
+	last    view
+	dead    bool
+	cancel  context.CancelFunc // of the probe in flight
+	rampGen uint64             // invalidates queued ramp items
+}
+
+type item struct {
+	at   time.Time
+	r    *runner
+	ramp bool
+	gen  uint64
+}
+
+type itemHeap []item
+
+func (h itemHeap) Len() int           { return len(h) }
+func (h itemHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *itemHeap) Push(x any)        { *h = append(*h, x.(item)) }
+func (h *itemHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = item{}
+	*h = old[:len(old)-1]
+	return it
+}
+
+// NewScheduler makes a scheduler with no checks; add them with Set.
+func NewScheduler(opts Options) *Scheduler {
+	s := &Scheduler{
+		log:        opts.Logger,
+		onChange:   opts.OnChange,
+		clock:      opts.Clock,
+		jitter:     opts.Jitter,
+		lateAfter:  opts.LateAfter,
+		newChecker: opts.newChecker,
+		wake:       make(chan struct{}, 1),
+		notifyWake: make(chan struct{}, 1),
+		notifyQ:    make(chan notifyJob, notifyQueue),
+		runners:    map[string]*runner{},
+		subs:       map[string]*sub{},
+		statuses:   map[string]Status{},
+		pending:    map[string]Status{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
+	if s.jitter == 0 {
+		s.jitter = DefaultJitter
+	} else if s.jitter < 0 {
+		s.jitter = 0
+	}
+	if s.lateAfter <= 0 {
+		s.lateAfter = DefaultLateAfter
+	}
+	if s.newChecker == nil {
+		s.newChecker = newChecker
+	}
+	n := opts.MaxInFlight
+	if n <= 0 {
+		n = DefaultMaxInFlight
+	}
+	s.sem = make(chan struct{}, n)
+	return s
+}
+
+// Set replaces the whole set of checks. A check whose target and spec are
+// unchanged keeps its state, whatever its ID; a new ID joining an existing
+// probe gets that probe's state at once. Callable before and during Run.
+func (s *Scheduler) Set(checks []Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	runners := make(map[string]*runner, len(checks))
+	subs := make(map[string]*sub, len(checks))
+	for _, c := range checks {
+		if _, dup := subs[c.ID]; dup {
+			s.log.Error("duplicate health check ID ignored", "check", c.ID)
+			continue
+		}
+		k := c.dedupeKey()
+		r := runners[k]
+		if r == nil {
+			r = s.runners[k]
+			if r == nil {
+				r = s.newRunner(c, k, now)
+			}
+			r.subs = r.subs[:0]
+			runners[k] = r
+		}
+		sb := s.subs[c.ID]
+		if sb == nil || sb.r != r || sb.service != c.Service || sb.target != c.Target {
+			sb = &sub{id: c.ID, service: c.Service, target: c.Target, r: r}
+			st := r.m.status(c.ID, now)
+			s.statuses[c.ID] = st
+			if st.State != Unknown && st.State != c.Initial {
+				s.emitLocked(st)
+			}
+		}
+		subs[c.ID] = sb
+		r.subs = append(r.subs, sb)
+	}
+	for k, r := range s.runners {
+		if runners[k] != r {
+			r.dead = true
+			if r.cancel != nil {
+				r.cancel()
+			}
+		}
+	}
+	for id := range s.subs {
+		if _, ok := subs[id]; !ok {
+			delete(s.statuses, id)
+			if _, ok := s.pending[id]; ok {
+				delete(s.pending, id)
+			}
+		}
+	}
+	s.runners, s.subs = runners, subs
+	s.kick()
+}
+
+func (s *Scheduler) newRunner(c Check, key string, now time.Time) *runner {
+	r := &runner{
+		key:   key,
+		spec:  c.Spec,
+		probe: probe{addr: c.probeTarget(), rs: c.Target},
+		m:     newMachine(c.Spec, c.Initial, now),
+	}
+	r.chk, r.chkErr = s.newChecker(c.Spec)
+	r.last = r.m.snapshot(now)
+	// Spread the first round over one interval so a reload of 10,000
+	// servers does not open 10,000 sockets in the same millisecond.
+	first := time.Duration(rand.Int64N(int64(max(c.Spec.Interval, time.Millisecond))))
+	heap.Push(&s.queue, item{at: now.Add(first), r: r})
+	return r
+}
+
+func (s *Scheduler) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Statuses returns a snapshot of every subscriber's status.
+func (s *Scheduler) Statuses() map[string]Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Status, len(s.statuses))
+	for k, v := range s.statuses {
+		out[k] = v
+	}
+	return out
+}
+
+// Stats returns the scheduler's counters.
+func (s *Scheduler) Stats() Stats {
+	s.mu.Lock()
+	runners, subs := len(s.runners), len(s.subs)
+	s.mu.Unlock()
+	return Stats{
+		Checks:        s.checks.Load(),
+		Late:          s.late.Load(),
+		MaxLag:        time.Duration(s.maxLag.Load()),
+		Saturated:     s.saturated.Load(),
+		InFlight:      int(s.inFlight.Load()),
+		Runners:       runners,
+		Subscribers:   subs,
+		NotifyDropped: s.notifyDropped.Load(),
+	}
+}
+
+// Run drives the checks until ctx ends, then waits for probes in flight to
+// be cancelled and returns ctx.Err().
+func (s *Scheduler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.deliver(ctx) }()
+	go func() { defer wg.Done(); s.runNotifies(ctx) }()
+	defer wg.Wait()
+
+	timer := s.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	var probes sync.WaitGroup
+	defer probes.Wait()
+	var due []item
+	for {
+		s.mu.Lock()
+		now := s.clock.Now()
+		due = due[:0]
+		for s.queue.Len() > 0 && !s.queue[0].at.After(now) {
+			it := heap.Pop(&s.queue).(item)
+			if it.r.dead {
+				continue
+			}
+			if it.ramp {
+				if it.gen == it.r.rampGen {
+					s.rampLocked(it.r, now)
+				}
+				continue
+			}
+			due = append(due, it)
+		}
+		wait := time.Hour
+		if s.queue.Len() > 0 {
+			wait = s.queue[0].at.Sub(now)
+		}
+		s.mu.Unlock()
+
+		for _, it := range due {
+			select {
+			case s.sem <- struct{}{}:
+			default:
+				s.saturated.Add(1)
+				select {
+				case s.sem <- struct{}{}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			start := s.clock.Now()
+			s.noteLag(start, start.Sub(it.at))
+			pctx, cancel := context.WithTimeout(ctx, it.r.spec.Timeout)
+			s.mu.Lock()
+			if it.r.dead {
+				s.mu.Unlock()
+				cancel()
+				<-s.sem
+				continue
+			}
+			it.r.cancel = cancel
+			s.mu.Unlock()
+			s.inFlight.Add(1)
+			probes.Add(1)
+			go func(r *runner) {
+				defer probes.Done()
+				var res result
+				if r.chkErr != nil {
+					res = failed("configuration: " + r.chkErr.Error())
+				} else {
+					res = r.chk.check(pctx, r.probe)
+				}
+				cancel()
+				s.inFlight.Add(-1)
+				<-s.sem
+				s.checks.Add(1)
+				s.complete(r, start, res)
+			}(it.r)
+		}
+		if len(due) > 0 {
+			continue // dispatching took time; look again before sleeping
+		}
+
+		if !timer.Stop() {
+			select {
+			case <-timer.C():
+			default:
+			}
+		}
+		timer.Reset(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.wake:
+		case <-timer.C():
+		}
+	}
+}
+
+// noteLag counts late starts and warns, at most once per lateLogEvery.
+func (s *Scheduler) noteLag(now time.Time, lag time.Duration) {
+	for {
+		m := s.maxLag.Load()
+		if int64(lag) <= m || s.maxLag.CompareAndSwap(m, int64(lag)) {
+			break
+		}
+	}
+	if lag <= s.lateAfter {
+		return
+	}
+	n := s.late.Add(1)
+	s.mu.Lock()
+	if now.Sub(s.lastLate) < lateLogEvery {
+		s.mu.Unlock()
+		return
+	}
+	since := n - s.lateLog
+	s.lastLate, s.lateLog = now, n
+	s.mu.Unlock()
+	s.log.Warn("health check scheduler is falling behind: checks start late; "+
+		"raise intervals, lower the number of checks or raise the in-flight limit",
+		"late_checks", since, "lag", lag.Round(time.Millisecond),
+		"in_flight", s.inFlight.Load(), "in_flight_limit", cap(s.sem))
+}
+
+// jittered stretches d by up to ±jitter.
+func (s *Scheduler) jittered(d time.Duration) time.Duration {
+	if s.jitter == 0 {
+		return d
+	}
+	f := 1 + s.jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(d) * f)
+}
+
+type transition struct {
+	sub      *sub
+	from, to State
+	st       Status
+	notify   []string
+}
+
+// complete applies a probe's result, schedules the next probe and reports.
+func (s *Scheduler) complete(r *runner, start time.Time, res result) {
+	s.mu.Lock()
+	if r.dead {
+		s.mu.Unlock()
+		return
+	}
+	r.cancel = nil
+	now := s.clock.Now()
+	old := r.m.state
+	moved, _ := r.m.observe(now, res)
+	next := start.Add(s.jittered(r.spec.Interval))
+	if next.Before(now) {
+		next = now
+	}
+	heap.Push(&s.queue, item{at: next, r: r})
+	r.rampGen++
+	if at := r.m.nextRamp(now); !at.IsZero() {
+		heap.Push(&s.queue, item{at: at, r: r, ramp: true, gen: r.rampGen})
+	}
+	var events []transition
+	if v := r.m.snapshot(now); v != r.last {
+		r.last = v
+		for _, sb := range r.subs {
+			st := r.m.status(sb.id, now)
+			s.statuses[sb.id] = st
+			s.emitLocked(st)
+			if moved {
+				events = append(events, transition{sub: sb, from: old, to: r.m.state, st: st, notify: r.spec.Notify})
+			}
+		}
+	}
+	top := s.queue[0].r == r // the next wake-up moved earlier
+	s.mu.Unlock()
+	if top {
+		s.kick()
+	}
+	for _, e := range events {
+		s.report(e)
+	}
+}
+
+// rampLocked emits a slow-start step and queues the next.
+func (s *Scheduler) rampLocked(r *runner, now time.Time) {
+	v := r.m.snapshot(now)
+	if v != r.last {
+		r.last = v
+		for _, sb := range r.subs {
+			st := r.m.status(sb.id, now)
+			s.statuses[sb.id] = st
+			s.emitLocked(st)
+		}
+		s.log.Debug("slow start step", "probe", r.probe.addr.String(), "factor", v.factor)
+	}
+	r.rampGen++
+	if at := r.m.nextRamp(now); !at.IsZero() {
+		heap.Push(&s.queue, item{at: at, r: r, ramp: true, gen: r.rampGen})
+	}
+}
+
+func (s *Scheduler) report(e transition) {
+	lvl := slog.LevelInfo
+	if e.to == Down {
+		lvl = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), lvl, "real server health changed",
+		"virtual_server", e.sub.service, "real_server", e.sub.target.String(), "check", e.sub.id,
+		"from", e.from.String(), "to", e.to.String(), "reason", e.st.Reason)
+	if len(e.notify) == 0 {
+		return
+	}
+	job := notifyJob{argv: e.notify, env: []string{
+		"IPVS_CHECK_ID=" + e.sub.id,
+		"IPVS_VIRTUAL_SERVER=" + e.sub.service,
+		"IPVS_RS_IP=" + e.sub.target.Addr().String(),
+		"IPVS_RS_PORT=" + strconv.Itoa(int(e.sub.target.Port())),
+		"IPVS_OLD_STATE=" + e.from.String(),
+		"IPVS_NEW_STATE=" + e.to.String(),
+		"IPVS_REASON=" + e.st.Reason,
+		"IPVS_FACTOR=" + fmt.Sprintf("%.3f", e.st.Factor),
+	}}
+	select {
+	case s.notifyQ <- job:
+	default:
+		s.notifyDropped.Add(1)
+		s.log.Warn("notify queue full, command not run", "check", e.sub.id, "to", e.to.String())
+	}
+}
+
+type notifyJob struct{ argv, env []string }
+
+// runNotifies runs notify commands one at a time: they are for humans and
+// pagers, and running them serially keeps a mass failure from forking
+// thousands of processes.
+func (s *Scheduler) runNotifies(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-s.notifyQ:
+			nctx, cancel := context.WithTimeout(ctx, notifyTime)
+			out, err := runCommand(nctx, j.argv, nil, j.env)
+			cancel()
+			if err != nil {
+				s.log.Warn("notify command failed", "command", j.argv[0], "err", err, "output", out)
+			}
+		}
+	}
+}
+
+func (s *Scheduler) emitLocked(st Status) {
+	if s.onChange == nil {
+		return
+	}
+	if _, ok := s.pending[st.ID]; !ok {
+		s.order = append(s.order, st.ID)
+	}
+	s.pending[st.ID] = st
+	select {
+	case s.notifyWake <- struct{}{}:
+	default:
+	}
+}
+
+// deliver calls OnChange from a single goroutine, outside the lock.
+func (s *Scheduler) deliver(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.notifyWake:
+		}
+		s.mu.Lock()
+		order := s.order
+		batch := make([]Status, 0, len(order))
+		for _, id := range order {
+			if st, ok := s.pending[id]; ok {
+				batch = append(batch, st)
+			}
+		}
+		s.order = nil
+		clear(s.pending)
+		s.mu.Unlock()
+		for _, st := range batch {
+			s.onChange(st)
+		}
+	}
+}
