@@ -63,8 +63,11 @@ type Check struct {
 }
 
 // Merge returns a new Check with c's set keys over parent's. Either may be
-// nil.
+// nil; Merge of two nils is nil, meaning "no health check".
 func (c *Check) Merge(parent *Check) *Check {
+	if c == nil && parent == nil {
+		return nil
+	}
 	out := &Check{}
 	if parent != nil {
 		*out = *parent
