@@ -184,3 +184,6 @@ func DefaultNetmask(family uint16) uint32 {
 	}
 	return 0xffffffff
 }
+
+// AddrPort returns the key as a netip.AddrPort.
+func (k DestKey) AddrPort() netip.AddrPort { return netip.AddrPortFrom(k.Addr, k.Port) }

@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/plan"
+	"golang.org/x/sys/unix"
+)
+
+type failure struct {
+	op  plan.Op
+	err error
+}
+
+// apply runs the plan. Ops of one service stay in order on one lane; lanes
+// run in parallel, one per kernel handle, because the kernel serialises
+// IPVS configuration but a second socket keeps it busy while the first
+// waits on its reply. A failed op is logged and skipped; a failed service
+// add skips that service's real servers. The observed table is kept current
+// with every op that succeeded.
+func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]string) []failure {
+	if len(ops) == 0 {
+		return nil
+	}
+	lanes := make([][]plan.Op, len(a.kernels))
+	laneOf := map[model.ServiceKey]int{}
+	next := 0
+	for _, op := range ops {
+		l, ok := laneOf[op.Service.Key]
+		if !ok {
+			l = next % len(lanes)
+			laneOf[op.Service.Key] = l
+			next++
+		}
+		lanes[l] = append(lanes[l], op)
+	}
+
+	level := slog.LevelInfo
+	if reason == "start" && len(ops) > 100 {
+		level = slog.LevelDebug // a cold start of thousands of ops gets a summary line
+	}
+	var (
+		mu     sync.Mutex
+		failed []failure
+		wg     sync.WaitGroup
+	)
+	for i, lane := range lanes {
+		if len(lane) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(k kernel.IPVS, lane []plan.Op) {
+			defer wg.Done()
+			var broken model.ServiceKey
+			brokenSet := false
+			for _, op := range lane {
+				if brokenSet && op.Service.Key == broken {
+					continue
+				}
+				err := exec(k, op)
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, failure{op, err})
+					a.log.Error("kernel write failed", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String(), "err", err)
+					if op.Kind == plan.AddService {
+						broken, brokenSet = op.Service.Key, true
+					}
+				} else {
+					applyToTable(a.observed, op)
+					a.log.Log(context.Background(), level, "kernel write", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String())
+				}
+				mu.Unlock()
+			}
+		}(a.kernels[i], lane)
+	}
+	wg.Wait()
+	return failed
+}
+
+func exec(k kernel.IPVS, op plan.Op) error {
+	switch op.Kind {
+	case plan.AddService:
+		return k.AddService(op.Service)
+	case plan.UpdateService:
+		return k.UpdateService(op.Service)
+	case plan.DeleteService:
+		return k.DeleteService(op.Service.Key)
+	case plan.AddDest:
+		return k.AddDestination(op.Service.Key, op.Dest)
+	case plan.UpdateDest:
+		return k.UpdateDestination(op.Service.Key, op.Dest)
+	case plan.DeleteDest:
+		err := k.DeleteDestination(op.Service.Key, op.Dest.Key)
+		if errors.Is(err, kernel.ErrNoDest) {
+			return nil // already gone: the goal is met
+		}
+		return err
+	}
+	return errors.New("unknown op")
+}
+
+// applyToTable mirrors a successful op in the cached kernel table.
+func applyToTable(t model.Table, op plan.Op) {
+	switch op.Kind {
+	case plan.AddService:
+		t[op.Service.Key] = &model.VirtualServer{Service: op.Service, Dests: map[model.DestKey]model.Destination{}}
+	case plan.UpdateService:
+		if v := t[op.Service.Key]; v != nil {
+			v.Service = op.Service
+		}
+	case plan.DeleteService:
+		delete(t, op.Service.Key)
+	case plan.AddDest, plan.UpdateDest:
+		if v := t[op.Service.Key]; v != nil {
+			if v.Dests == nil {
+				v.Dests = map[model.DestKey]model.Destination{}
+			}
+			d := op.Dest
+			if old, ok := v.Dests[d.Key]; ok {
+				d.ActiveConns, d.InactiveConns = old.ActiveConns, old.InactiveConns
+			}
+			v.Dests[d.Key] = d
+		}
+	case plan.DeleteDest:
+		if v := t[op.Service.Key]; v != nil {
+			delete(v.Dests, op.Dest.Key)
+		}
+	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// with RELOADING=1.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Now().UnixMicro()
+	}
+	return ts.Nano() / 1000
+}

@@ -1,0 +1,575 @@
+// Package config reads and validates /etc/ipvs-agent.toml. Load returns
+// either a complete, valid Config or every problem in the file, each with
+// file:line:col: nothing is ever applied from a file that has one.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/health"
+)
+
+// Config is a validated configuration.
+type Config struct {
+	Path           string
+	StateFile      string
+	ResyncInterval time.Duration
+	CleanupOnExit  bool
+	VirtualServers []VirtualServer
+}
+
+// VirtualServer is one validated [[virtual_server]].
+type VirtualServer struct {
+	Name    string
+	Service model.Service
+	Adopt   bool
+
+	// Health-related behaviour the agent applies on the checks' verdicts.
+	OnFailure    string // "quiesce" (weight 0) or "remove" (delete the destination)
+	SorryServer  *model.Destination
+	Quorum       int
+	DrainTimeout time.Duration
+
+	RealServers []RealServer
+}
+
+// RealServer is one validated [[virtual_server.real_server]]. Dest.Weight is
+// the configured weight; health scales it.
+type RealServer struct {
+	Dest  model.Destination
+	Check *health.Spec // nil: no health check, the real server is always up
+}
+
+// Defaults for keys the user leaves out.
+const (
+	DefaultStateFile      = "/var/lib/ipvs-agent/state.json"
+	DefaultResyncInterval = 10 * time.Second
+	DefaultScheduler      = "wlc"
+	DefaultDrainTimeout   = 5 * time.Minute
+)
+
+// Schedulers the kernel ships (net/netfilter/ipvs/ip_vs_*.c).
+var schedulers = map[string]bool{
+	"rr": true, "wrr": true, "lc": true, "wlc": true, "lblc": true, "lblcr": true, "dh": true,
+	"sh": true, "sed": true, "nq": true, "fo": true, "ovf": true, "mh": true, "twos": true,
+}
+
+// Scheduler flags and the scheduler they belong to.
+var schedulerFlags = map[string]struct {
+	sched string
+	flag  uint32
+}{
+	"sh-fallback": {"sh", model.FlagSched1},
+	"sh-port":     {"sh", model.FlagSched2},
+	"mh-fallback": {"mh", model.FlagSched1},
+	"mh-port":     {"mh", model.FlagSched2},
+}
+
+var forwardings = map[string]uint32{"dr": model.ForwardDR, "nat": model.ForwardNAT, "tunnel": model.ForwardTunnel}
+
+// The file as TOML decodes it, before validation.
+type rawFile struct {
+	Agent struct {
+		StateFile      *string `toml:"state_file"`
+		ResyncInterval *string `toml:"resync_interval"`
+		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
+	} `toml:"agent"`
+	Defaults struct {
+		Check *Check `toml:"check"`
+	} `toml:"defaults"`
+	VirtualServers []rawVS `toml:"virtual_server"`
+}
+
+type rawVS struct {
+	Name               string   `toml:"name"`
+	Address            *string  `toml:"address"`
+	FWMark             *int64   `toml:"fwmark"`
+	Family             *string  `toml:"family"`
+	Protocol           *string  `toml:"protocol"`
+	Scheduler          *string  `toml:"scheduler"`
+	SchedulerFlags     []string `toml:"scheduler_flags"`
+	Persistence        *string  `toml:"persistence"`
+	PersistenceNetmask any      `toml:"persistence_netmask"`
+	OnePacket          bool     `toml:"one_packet"`
+	Forwarding         *string  `toml:"forwarding"`
+	Adopt              bool     `toml:"adopt"`
+	OnFailure          *string  `toml:"on_failure"`
+	SorryServer        *string  `toml:"sorry_server"`
+	Quorum             *int64   `toml:"quorum"`
+	DrainTimeout       *string  `toml:"drain_timeout"`
+	Check              *Check   `toml:"check"`
+	RealServers        []rawRS  `toml:"real_server"`
+}
+
+type rawRS struct {
+	Address        *string `toml:"address"`
+	Weight         *int64  `toml:"weight"`
+	Forwarding     *string `toml:"forwarding"`
+	UpperThreshold int64   `toml:"upper_threshold"`
+	LowerThreshold int64   `toml:"lower_threshold"`
+	Check          *Check  `toml:"check"`
+}
+
+// Load reads, decodes and validates a configuration file.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, string(src))
+}
+
+// Parse validates configuration text; path is used in messages.
+func Parse(path, src string) (*Config, error) {
+	v := &validator{file: path, pos: indexPositions(src)}
+	var raw rawFile
+	md, err := toml.Decode(src, &raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Problems{{File: path, Line: pe.Position.Line, Col: max(pe.Position.Col, 1), Msg: pe.Message}}
+		}
+		return nil, Problems{v.decodeProblem(err)}
+	}
+	for _, k := range md.Undecoded() {
+		ks := k.String()
+		occ := v.pos.occurrences(ks)
+		if len(occ) == 0 {
+			v.addAt(pos{}, "unknown key %q", ks)
+		}
+		sort.Strings(occ)
+		for _, o := range occ {
+			v.problem(o, "unknown key %q", k[len(k)-1])
+		}
+	}
+	cfg := v.build(&raw)
+	if len(v.problems) > 0 {
+		sort.SliceStable(v.problems, func(i, j int) bool {
+			a, b := v.problems[i], v.problems[j]
+			if a.Line != b.Line {
+				return a.Line < b.Line
+			}
+			return a.Col < b.Col
+		})
+		return nil, v.problems
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// typeErrRE matches BurntSushi/toml's type-mismatch errors, which carry a
+// line and the key but are not ParseErrors.
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
+
+func (v *validator) decodeProblem(err error) Problem {
+	m := typeErrRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return Problem{File: v.file, Msg: err.Error()}
+	}
+	line, _ := strconv.Atoi(m[1])
+	col := 1
+	for _, o := range v.pos.occurrences(m[2]) {
+		if p := v.pos.at[o]; p.line == line {
+			col = p.col
+		}
+	}
+	key := m[2][strings.LastIndex(m[2], ".")+1:]
+	return Problem{File: v.file, Line: line, Col: col, Msg: fmt.Sprintf("%s: %s", key, m[3])}
+}
+
+type validator struct {
+	file     string
+	pos      *positions
+	problems Problems
+}
+
+func (v *validator) problem(path, format string, args ...any) {
+	v.addAt(v.pos.of(path), format, args...)
+}
+
+func (v *validator) addAt(p pos, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: p.line, Col: p.col, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) duration(path string, s *string, def time.Duration, min time.Duration) time.Duration {
+	if s == nil {
+		return def
+	}
+	d, err := time.ParseDuration(*s)
+	if err != nil {
+		v.problem(path, "invalid duration %q (use Go durations such as \"2s\", \"500ms\", \"5m\")", *s)
+		return def
+	}
+	if d < min {
+		v.problem(path, "duration %s is below the minimum %s", d, min)
+		return def
+	}
+	return d
+}
+
+func (v *validator) build(raw *rawFile) *Config {
+	cfg := &Config{StateFile: DefaultStateFile, CleanupOnExit: raw.Agent.CleanupOnExit}
+	if s := raw.Agent.StateFile; s != nil {
+		if !filepath.IsAbs(*s) {
+			v.problem("agent.state_file", "state_file must be an absolute path, got %q", *s)
+		}
+		cfg.StateFile = *s
+	}
+	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
+
+	names := map[string]string{}
+	keys := map[model.ServiceKey]string{}
+	for i := range raw.VirtualServers {
+		path := fmt.Sprintf("virtual_server[%d]", i)
+		vs, ok := v.virtualServer(path, &raw.VirtualServers[i], raw.Defaults.Check)
+		if !ok {
+			continue
+		}
+		if prev, dup := names[vs.Name]; dup {
+			v.problem(path+".name", "duplicate virtual server name %q (also at %s)", vs.Name, prev)
+		} else {
+			names[vs.Name] = v.where(path + ".name")
+		}
+		if prev, dup := keys[vs.Service.Key]; dup {
+			v.problem(path, "duplicate virtual server %s (also at %s)", vs.Service.Key, prev)
+		} else {
+			keys[vs.Service.Key] = v.where(path)
+		}
+		cfg.VirtualServers = append(cfg.VirtualServers, vs)
+	}
+	return cfg
+}
+
+func (v *validator) where(path string) string {
+	p := v.pos.of(path)
+	return fmt.Sprintf("line %d", p.line)
+}
+
+// virtualServer validates one virtual server; ok is false when its identity
+// (name, address) is too broken to check it against the others.
+func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (VirtualServer, bool) {
+	vs := VirtualServer{Name: r.Name, Adopt: r.Adopt, OnFailure: "quiesce"}
+	ok := true
+	if strings.TrimSpace(r.Name) == "" {
+		v.problem(path, "virtual server needs a name")
+	}
+	svc := &vs.Service
+
+	switch {
+	case r.Address != nil && r.FWMark != nil:
+		v.problem(path+".fwmark", "set either address or fwmark, not both")
+		ok = false
+	case r.Address == nil && r.FWMark == nil:
+		v.problem(path, "virtual server %q needs an address (\"IP:port\") or a fwmark", r.Name)
+		ok = false
+	case r.Address != nil:
+		ap, err := parseAddrPort(*r.Address)
+		if err != nil {
+			v.problem(path+".address", "invalid address %q: %v", *r.Address, err)
+			ok = false
+			break
+		}
+		if ap.Port() == 0 {
+			v.problem(path+".address", "address %q needs a port from 1 to 65535", *r.Address)
+		}
+		svc.Key.Addr, svc.Key.Port, svc.Key.Family = ap.Addr(), ap.Port(), familyOf(ap.Addr())
+		svc.Key.Protocol = model.ProtoTCP
+		if r.Protocol != nil {
+			switch strings.ToLower(*r.Protocol) {
+			case "tcp":
+			case "udp":
+				svc.Key.Protocol = model.ProtoUDP
+			case "sctp":
+				svc.Key.Protocol = model.ProtoSCTP
+			default:
+				v.problem(path+".protocol", "unknown protocol %q (tcp, udp or sctp)", *r.Protocol)
+			}
+		}
+		if r.Family != nil {
+			v.problem(path+".family", "family goes with fwmark; an address's family is its own")
+		}
+	default:
+		if *r.FWMark < 1 || *r.FWMark > math.MaxUint32 {
+			v.problem(path+".fwmark", "fwmark %d out of range 1..%d", *r.FWMark, uint32(math.MaxUint32))
+			ok = false
+		}
+		svc.Key.FWMark = uint32(*r.FWMark)
+		svc.Key.Family = model.FamilyInet
+		if r.Family != nil {
+			switch *r.Family {
+			case "inet":
+			case "inet6":
+				svc.Key.Family = model.FamilyInet6
+			default:
+				v.problem(path+".family", "unknown family %q (inet or inet6)", *r.Family)
+			}
+		}
+		if r.Protocol != nil {
+			v.problem(path+".protocol", "protocol cannot be set on a fwmark virtual server (the mark selects the packets)")
+		}
+	}
+
+	svc.Scheduler = DefaultScheduler
+	if r.Scheduler != nil {
+		svc.Scheduler = *r.Scheduler
+		if !schedulers[svc.Scheduler] {
+			v.problem(path+".scheduler", "unknown scheduler %q (one of %s)", svc.Scheduler, strings.Join(sortedKeys(schedulers), " "))
+		}
+	}
+	for _, f := range r.SchedulerFlags {
+		sf, known := schedulerFlags[f]
+		switch {
+		case !known:
+			v.problem(path+".scheduler_flags", "unknown scheduler flag %q (sh-fallback, sh-port, mh-fallback, mh-port)", f)
+		case sf.sched != svc.Scheduler:
+			v.problem(path+".scheduler_flags", "scheduler flag %q needs scheduler %q, not %q", f, sf.sched, svc.Scheduler)
+		default:
+			svc.Flags |= sf.flag
+		}
+	}
+	svc.Netmask = model.DefaultNetmask(svc.Key.Family)
+	if r.Persistence != nil {
+		d := v.duration(path+".persistence", r.Persistence, 0, time.Second)
+		if d > 0 {
+			svc.Flags |= model.FlagPersistent
+			svc.Timeout = uint32(d / time.Second)
+		}
+	}
+	if r.PersistenceNetmask != nil {
+		if r.Persistence == nil {
+			v.problem(path+".persistence_netmask", "persistence_netmask needs persistence")
+		}
+		if m, err := parseNetmask(r.PersistenceNetmask, svc.Key.Family); err != nil {
+			v.problem(path+".persistence_netmask", "%v", err)
+		} else {
+			svc.Netmask = m
+		}
+	}
+	if r.OnePacket {
+		if svc.Key.FWMark == 0 && svc.Key.Protocol != model.ProtoUDP {
+			v.problem(path+".one_packet", "one_packet (one-packet scheduling) is for UDP virtual servers only")
+		}
+		svc.Flags |= model.FlagOnePacket
+	}
+
+	fwd := model.ForwardDR
+	if r.Forwarding != nil {
+		f, known := forwardings[*r.Forwarding]
+		if !known {
+			v.problem(path+".forwarding", "unknown forwarding %q (dr, nat or tunnel)", *r.Forwarding)
+		}
+		fwd = f
+	}
+	if r.OnFailure != nil {
+		switch *r.OnFailure {
+		case "quiesce", "remove":
+			vs.OnFailure = *r.OnFailure
+		default:
+			v.problem(path+".on_failure", "unknown on_failure %q (quiesce or remove)", *r.OnFailure)
+		}
+	}
+	if r.Quorum != nil {
+		if *r.Quorum < 0 || *r.Quorum > int64(len(r.RealServers)) {
+			v.problem(path+".quorum", "quorum %d out of range 0..%d (the number of real servers)", *r.Quorum, len(r.RealServers))
+		} else {
+			vs.Quorum = int(*r.Quorum)
+		}
+	}
+	vs.DrainTimeout = v.duration(path+".drain_timeout", r.DrainTimeout, DefaultDrainTimeout, 0)
+	if r.SorryServer != nil {
+		if d, good := v.dest(path+".sorry_server", *r.SorryServer, fwd, svc.Key); good {
+			d.Weight = 1
+			vs.SorryServer = &d
+		}
+	}
+
+	vsCheck := r.Check.Merge(defCheck)
+	seen := map[model.DestKey]string{}
+	for j := range r.RealServers {
+		rpath := fmt.Sprintf("%s.real_server[%d]", path, j)
+		rr := &r.RealServers[j]
+		if rr.Address == nil {
+			v.problem(rpath, "real server needs an address")
+			continue
+		}
+		f := fwd
+		if rr.Forwarding != nil {
+			ff, known := forwardings[*rr.Forwarding]
+			if !known {
+				v.problem(rpath+".forwarding", "unknown forwarding %q (dr, nat or tunnel)", *rr.Forwarding)
+			}
+			f = ff
+		}
+		d, good := v.dest(rpath+".address", *rr.Address, f, svc.Key)
+		if !good {
+			continue
+		}
+		if prev, dup := seen[d.Key]; dup {
+			v.problem(rpath+".address", "duplicate real server %s in virtual server %q (also at %s)", d.Key, vs.Name, prev)
+			continue
+		}
+		seen[d.Key] = v.where(rpath + ".address")
+		d.Weight = 1
+		if rr.Weight != nil {
+			if *rr.Weight < 0 || *rr.Weight > 65535 {
+				v.problem(rpath+".weight", "weight %d out of range 0..65535", *rr.Weight)
+			}
+			d.Weight = int(*rr.Weight)
+		}
+		for _, t := range []struct {
+			key string
+			val int64
+			dst *uint32
+		}{{"upper_threshold", rr.UpperThreshold, &d.UpperThreshold}, {"lower_threshold", rr.LowerThreshold, &d.LowerThreshold}} {
+			if t.val < 0 || t.val > math.MaxInt32 {
+				v.problem(rpath+"."+t.key, "%s %d out of range 0..%d", t.key, t.val, math.MaxInt32)
+				continue
+			}
+			*t.dst = uint32(t.val)
+		}
+		if d.UpperThreshold > 0 && d.LowerThreshold > d.UpperThreshold {
+			v.problem(rpath+".lower_threshold", "lower_threshold %d is above upper_threshold %d", d.LowerThreshold, d.UpperThreshold)
+		}
+		rs := RealServer{Dest: d}
+		if c := rr.Check.Merge(vsCheck); c != nil {
+			spec, err := c.Spec()
+			if err != nil {
+				cpath := rpath + ".check"
+				if rr.Check == nil {
+					cpath = path + ".check"
+				}
+				v.problem(cpath, "check for real server %s: %v", d.Key, err)
+			} else {
+				rs.Check = &spec
+			}
+		}
+		vs.RealServers = append(vs.RealServers, rs)
+	}
+	return vs, ok
+}
+
+// dest validates a real server (or sorry server) address against its
+// virtual server.
+func (v *validator) dest(path, addr string, fwd uint32, svc model.ServiceKey) (model.Destination, bool) {
+	ap, err := parseAddrPort(addr)
+	if err != nil {
+		v.problem(path, "invalid address %q: %v", addr, err)
+		return model.Destination{}, false
+	}
+	fam := familyOf(ap.Addr())
+	if svc.Family != 0 && fam != svc.Family {
+		// The kernel mixes families only for tunnel destinations, and
+		// moby/ipvs cannot express that (it sends no destination family).
+		v.problem(path, "real server %s is %s but the virtual server is %s: families cannot be mixed", ap, famName(fam), famName(svc.Family))
+		return model.Destination{}, false
+	}
+	if ap.Port() == 0 && svc.FWMark == 0 {
+		v.problem(path, "real server address %q needs a port (only fwmark virtual servers may leave it out)", addr)
+		return model.Destination{}, false
+	}
+	if svc.FWMark == 0 && svc.Port != 0 && (fwd == model.ForwardDR || fwd == model.ForwardTunnel) && ap.Port() != svc.Port {
+		v.problem(path, "real server port %d differs from the virtual server's port %d: with %s forwarding the kernel cannot rewrite ports (use nat, or the same port)",
+			ap.Port(), svc.Port, fwdName(fwd))
+		return model.Destination{}, false
+	}
+	return model.Destination{Key: model.DestKey{Addr: ap.Addr(), Port: ap.Port()}, Family: fam, Forward: fwd}, true
+}
+
+// parseAddrPort accepts "IP:port", "[IPv6]:port", and, for fwmark real
+// servers, a bare IP (port 0).
+func parseAddrPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if z := ap.Addr().Zone(); z != "" {
+			return netip.AddrPort{}, fmt.Errorf("zones are not allowed")
+		}
+		if !ap.Addr().IsValid() || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
+			return netip.AddrPort{}, fmt.Errorf("not a unicast address")
+		}
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("want \"IP:port\" or \"[IPv6]:port\"")
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("not a unicast address")
+	}
+	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}
+
+func parseNetmask(v any, family uint16) (uint32, error) {
+	switch m := v.(type) {
+	case string:
+		if family == model.FamilyInet6 {
+			return 0, fmt.Errorf("an IPv6 persistence_netmask is a prefix length (1..128), not %q", m)
+		}
+		a, err := netip.ParseAddr(m)
+		if err != nil || !a.Is4() {
+			return 0, fmt.Errorf("invalid IPv4 persistence_netmask %q", m)
+		}
+		b := a.As4()
+		mask := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if mask == 0 || (^mask)&(^mask+1) != 0 {
+			return 0, fmt.Errorf("persistence_netmask %q is not a contiguous netmask", m)
+		}
+		return mask, nil
+	case int64:
+		limit := int64(32)
+		if family == model.FamilyInet6 {
+			limit = 128
+		}
+		if m < 1 || m > limit {
+			return 0, fmt.Errorf("persistence_netmask prefix length %d out of range 1..%d", m, limit)
+		}
+		if family == model.FamilyInet6 {
+			return uint32(m), nil
+		}
+		return ^uint32(0) << (32 - m), nil
+	}
+	return 0, fmt.Errorf("persistence_netmask must be a string (\"255.255.255.0\") or a prefix length")
+}
+
+func familyOf(a netip.Addr) uint16 {
+	if a.Is4() {
+		return model.FamilyInet
+	}
+	return model.FamilyInet6
+}
+
+func famName(f uint16) string {
+	if f == model.FamilyInet6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func fwdName(f uint32) string {
+	for n, v := range forwardings {
+		if v == f {
+			return n
+		}
+	}
+	return "?"
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

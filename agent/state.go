@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
+)
+
+// The state file records which kernel services the agent created or
+// adopted. It is the agent's only claim of ownership: a service not listed
+// there is someone else's (kube-proxy's, a hand-made ipvsadm one) and is
+// never changed or deleted.
+type stateFile struct {
+	Version  int            `json:"version"`
+	Services []stateService `json:"services"`
+}
+
+type stateService struct {
+	Family   uint16     `json:"family"`
+	Protocol uint16     `json:"protocol,omitempty"`
+	Addr     netip.Addr `json:"addr,omitzero"`
+	Port     uint16     `json:"port,omitempty"`
+	FWMark   uint32     `json:"fwmark,omitempty"`
+}
+
+const stateVersion = 1
+
+// loadOwned reads the ownership record; a missing file means nothing is owned.
+func loadOwned(path string) (map[model.ServiceKey]bool, error) {
+	owned := map[model.ServiceKey]bool{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return owned, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	var sf stateFile
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (move it away to start over; services it listed will then be treated as not the agent's): %w", path, err)
+	}
+	if sf.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s has version %d, this agent reads version %d", path, sf.Version, stateVersion)
+	}
+	for _, s := range sf.Services {
+		owned[model.ServiceKey{Family: s.Family, Protocol: s.Protocol, Addr: s.Addr, Port: s.Port, FWMark: s.FWMark}] = true
+	}
+	return owned, nil
+}
+
+// saveOwned writes the ownership record atomically: a crash leaves either
+// the old or the new file, never a torn one (temp file, fsync, rename, fsync
+// of the directory).
+func saveOwned(path string, owned map[model.ServiceKey]bool) error {
+	keys := make([]model.ServiceKey, 0, len(owned))
+	for k := range owned {
+		keys = append(keys, k)
+	}
+	model.SortServiceKeys(keys)
+	sf := stateFile{Version: stateVersion, Services: make([]stateService, 0, len(keys))}
+	for _, k := range keys {
+		sf.Services = append(sf.Services, stateService{Family: k.Family, Protocol: k.Protocol, Addr: k.Addr, Port: k.Port, FWMark: k.FWMark})
+	}
+	b, err := json.MarshalIndent(sf, "", " ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".state-*.json")
+	if err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func sameKeys(a, b map[model.ServiceKey]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
