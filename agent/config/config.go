@@ -11,8 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -414,14 +414,14 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			f = ff
 		}
 		d, good := v.dest(rpath+".address", *rr.Address, f, svc.Key)
-		if !good {
-			continue
+		if good {
+			if prev, dup := seen[d.Key]; dup {
+				v.problem(rpath+".address", "duplicate real server %s in virtual server %q (also at %s)", d.Key, vs.Name, prev)
+				good = false
+			} else {
+				seen[d.Key] = v.where(rpath + ".address")
+			}
 		}
-		if prev, dup := seen[d.Key]; dup {
-			v.problem(rpath+".address", "duplicate real server %s in virtual server %q (also at %s)", d.Key, vs.Name, prev)
-			continue
-		}
-		seen[d.Key] = v.where(rpath + ".address")
 		d.Weight = 1
 		if rr.Weight != nil {
 			if *rr.Weight < 0 || *rr.Weight > 65535 {
@@ -442,6 +442,9 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		}
 		if d.UpperThreshold > 0 && d.LowerThreshold > d.UpperThreshold {
 			v.problem(rpath+".lower_threshold", "lower_threshold %d is above upper_threshold %d", d.LowerThreshold, d.UpperThreshold)
+		}
+		if !good {
+			continue // its other keys are checked above; its check needs an address
 		}
 		rs := RealServer{Dest: d}
 		if c := rr.Check.Merge(vsCheck); c != nil {

@@ -29,9 +29,9 @@ type IPVS interface {
 // Errors the kernel answers with, normalised so callers can test for them
 // with errors.Is whichever implementation produced them.
 var (
-	ErrExists      = errors.New("already exists")                // EEXIST
-	ErrNoService   = errors.New("no such virtual server")        // ESRCH
-	ErrNoDest      = errors.New("no such real server")           // ENOENT on a destination
+	ErrExists      = errors.New("already exists")         // EEXIST
+	ErrNoService   = errors.New("no such virtual server") // ESRCH
+	ErrNoDest      = errors.New("no such real server")    // ENOENT on a destination
 	ErrNotLoaded   = errors.New("IPVS is not available in this kernel (run `modprobe ip_vs`, or install the package's /usr/lib/modules-load.d/ipvs-agent.conf and reboot)")
 	ErrUnsupported = errors.New("not supported by this kernel") // e.g. an unknown scheduler module
 )
