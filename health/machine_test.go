@@ -1,0 +1,186 @@
+package health
+
+import (
+	"testing"
+	"time"
+)
+
+func TestEffectiveWeight(t *testing.T) {
+	for _, tc := range []struct {
+		st   Status
+		conf int
+		want int
+	}{
+		{Status{State: Unknown, Factor: 1, Weight: -1}, 10, -1},
+		{Status{State: Down, Factor: 1, Weight: -1}, 10, 0},
+		{Status{State: Drain, Factor: 1, Weight: 7}, 10, 0},
+		{Status{State: Up, Factor: 1, Weight: -1}, 10, 10},
+		{Status{State: Up, Factor: 0.5, Weight: -1}, 10, 5},
+		{Status{State: Up, Factor: 0.01, Weight: -1}, 10, 1}, // never 0 while up
+		{Status{State: Up, Factor: 0, Weight: -1}, 10, 0},    // agent said 0%
+		{Status{State: Up, Factor: 1, Weight: 42}, 10, 42},   // file weight wins
+		{Status{State: Up, Factor: 1, Weight: -1}, 0, 0},
+		{Status{State: Up, Factor: 0.25, Weight: -1}, 3, 1},
+	} {
+		if got := tc.st.EffectiveWeight(tc.conf); got != tc.want {
+			t.Errorf("%+v.EffectiveWeight(%d) = %d, want %d", tc.st, tc.conf, got, tc.want)
+		}
+	}
+}
+
+// TestMachine feeds sequences of results at one-second steps and checks the
+// state after each, for each initial state.
+func TestMachine(t *testing.T) {
+	P, F := passed("ok"), failed("bad")
+	D := result{outcome: drain, factor: -1, weight: -1, reason: "drain"}
+	M := result{outcome: maint, factor: -1, weight: -1, reason: "maint"}
+	pct := func(f float64) result { r := passed("pct"); r.factor = f; return r }
+	spec := Spec{Rise: 2, Fall: 3}
+	for _, tc := range []struct {
+		name    string
+		initial State
+		in      []result
+		want    []State
+	}{
+		{"unknown resolves on first pass", Unknown, []result{P}, []State{Up}},
+		{"unknown resolves on first fail", Unknown, []result{F}, []State{Down}},
+		{"up needs fall failures", Up, []result{F, F, F}, []State{Up, Up, Down}},
+		{"a pass resets the fall count", Up, []result{F, F, P, F, F, F}, []State{Up, Up, Up, Up, Up, Down}},
+		{"down needs rise passes", Down, []result{P, P}, []State{Down, Up}},
+		{"a fail resets the rise count", Down, []result{P, F, P, P}, []State{Down, Down, Down, Up}},
+		{"drain is immediate", Up, []result{D, P}, []State{Drain, Up}},
+		{"drain then fail is down", Up, []result{D, F}, []State{Drain, Down}},
+		{"maint skips fall", Up, []result{M}, []State{Down}},
+		{"percentage keeps up", Up, []result{pct(0.5), pct(1)}, []State{Up, Up}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Unix(1000, 0)
+			m := newMachine(spec, tc.initial, t0)
+			for i, r := range tc.in {
+				m.observe(t0.Add(time.Duration(i+1)*time.Second), r)
+				if m.state != tc.want[i] {
+					t.Fatalf("after result %d (%v): state %v, want %v", i, r.reason, m.state, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestMachineReportsChanges(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	m := newMachine(Spec{Rise: 1, Fall: 1}, Unknown, t0)
+	if tr, ch := m.observe(t0, passed("ok")); !tr || !ch {
+		t.Fatalf("unknown->up: transition=%v changed=%v", tr, ch)
+	}
+	if tr, ch := m.observe(t0, passed("ok")); tr || ch {
+		t.Fatalf("up->up: transition=%v changed=%v", tr, ch)
+	}
+	r := passed("75%")
+	r.factor = 0.75
+	if tr, ch := m.observe(t0, r); tr || !ch {
+		t.Fatalf("factor change: transition=%v changed=%v", tr, ch)
+	}
+	if st := m.status("x", t0); st.Factor != 0.75 || st.State != Up || st.Since != t0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestSlowStartRamp(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	m := newMachine(Spec{Rise: 1, Fall: 1, SlowStart: 10 * time.Second}, Down, t0)
+	m.observe(t0, passed("ok"))
+	if m.state != Up {
+		t.Fatalf("state %v", m.state)
+	}
+	var got []float64
+	now := t0
+	for steps := 0; steps < 20; steps++ {
+		got = append(got, m.factor(now))
+		next := m.nextRamp(now)
+		if next.IsZero() {
+			break
+		}
+		if !next.After(now) {
+			t.Fatalf("nextRamp %v not after %v", next, now)
+		}
+		now = next
+	}
+	want := []float64{0.1, 0.19, 0.28, 0.37, 0.46, 0.55, 0.64, 0.73, 0.82, 0.91, 1}
+	if len(got) != len(want) {
+		t.Fatalf("ramp %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("ramp %v, want %v", got, want)
+		}
+	}
+	if now != t0.Add(10*time.Second) {
+		t.Fatalf("ramp ended at %v, want slow_start after the transition", now.Sub(t0))
+	}
+	// Start-up (unknown -> up) does not ramp: the server was serving.
+	m2 := newMachine(Spec{Rise: 1, Fall: 1, SlowStart: 10 * time.Second}, Unknown, t0)
+	m2.observe(t0, passed("ok"))
+	if f := m2.factor(t0); f != 1 {
+		t.Fatalf("unknown->up factor %v, want 1", f)
+	}
+	// Agent percentage and ramp multiply.
+	m3 := newMachine(Spec{Rise: 1, Fall: 1, SlowStart: 10 * time.Second}, Drain, t0)
+	r := passed("50%")
+	r.factor = 0.5
+	m3.observe(t0, r)
+	if f := m3.factor(t0.Add(10 * time.Second)); f != 0.5 {
+		t.Fatalf("factor after ramp %v, want 0.5", f)
+	}
+	if f := m3.factor(t0); f != 0.05 {
+		t.Fatalf("factor at ramp start %v, want 0.05", f)
+	}
+}
+
+func TestParseAgentReply(t *testing.T) {
+	for _, tc := range []struct {
+		line    string
+		outcome outcome
+		factor  float64
+	}{
+		{"75%", pass, 0.75},
+		{"up", pass, -1},
+		{"ready 50%", pass, 0.5},
+		{"up,100%", pass, 1},
+		{"150%", pass, 1},
+		{"drain", drain, -1},
+		{"maint", maint, -1},
+		{"down#disk full", fail, -1},
+		{"stopped", fail, -1},
+		{"", fail, -1},
+		{"hello", fail, -1},
+	} {
+		r := parseAgentReply(tc.line)
+		if r.outcome != tc.outcome || r.factor != tc.factor {
+			t.Errorf("%q: outcome %v factor %v, want %v %v", tc.line, r.outcome, r.factor, tc.outcome, tc.factor)
+		}
+	}
+}
+
+func TestParseFileContent(t *testing.T) {
+	for _, tc := range []struct {
+		content string
+		outcome outcome
+		weight  int
+		factor  float64
+	}{
+		{"", pass, -1, -1},
+		{"up\n", pass, -1, -1},
+		{"drain\n", drain, -1, -1},
+		{"DOWN", maint, -1, -1},
+		{"0", drain, -1, -1},
+		{"25\n", pass, 25, -1},
+		{"50%", pass, -1, 0.5},
+		{"70000", fail, -1, -1},
+		{"bogus", fail, -1, -1},
+	} {
+		r := parseFileContent("/f", tc.content)
+		if r.outcome != tc.outcome || r.weight != tc.weight || r.factor != tc.factor {
+			t.Errorf("%q: got %v w=%d f=%v, want %v w=%d f=%v", tc.content, r.outcome, r.weight, r.factor, tc.outcome, tc.weight, tc.factor)
+		}
+	}
+}
