@@ -134,7 +134,7 @@ func Load(path string) (*Config, error) {
 
 // Parse validates configuration text; path is used in messages.
 func Parse(path, src string) (*Config, error) {
-	v := &validator{file: path, pos: indexPositions(src)}
+	v := &validator{file: path, src: src}
 	var raw rawFile
 	md, err := toml.Decode(src, &raw)
 	if err != nil {
@@ -146,7 +146,7 @@ func Parse(path, src string) (*Config, error) {
 	}
 	for _, k := range md.Undecoded() {
 		ks := k.String()
-		occ := v.pos.occurrences(ks)
+		occ := v.positions().occurrences(ks)
 		if len(occ) == 0 {
 			v.addAt(pos{}, "unknown key %q", ks)
 		}
@@ -181,8 +181,8 @@ func (v *validator) decodeProblem(err error) Problem {
 	}
 	line, _ := strconv.Atoi(m[1])
 	col := 1
-	for _, o := range v.pos.occurrences(m[2]) {
-		if p := v.pos.at[o]; p.line == line {
+	for _, o := range v.positions().occurrences(m[2]) {
+		if p := v.positions().at[o]; p.line == line {
 			col = p.col
 		}
 	}
@@ -192,12 +192,20 @@ func (v *validator) decodeProblem(err error) Problem {
 
 type validator struct {
 	file     string
-	pos      *positions
+	src      string
+	pos      *positions // built on the first problem: valid files never pay for it
 	problems Problems
 }
 
+func (v *validator) positions() *positions {
+	if v.pos == nil {
+		v.pos = indexPositions(v.src)
+	}
+	return v.pos
+}
+
 func (v *validator) problem(path, format string, args ...any) {
-	v.addAt(v.pos.of(path), format, args...)
+	v.addAt(v.positions().of(path), format, args...)
 }
 
 func (v *validator) addAt(p pos, format string, args ...any) {
@@ -230,6 +238,8 @@ func (v *validator) build(raw *rawFile) *Config {
 	}
 	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
 
+	// Values are the paths of first occurrences, turned into lines only
+	// when a duplicate is reported.
 	names := map[string]string{}
 	keys := map[model.ServiceKey]string{}
 	for i := range raw.VirtualServers {
@@ -239,14 +249,14 @@ func (v *validator) build(raw *rawFile) *Config {
 			continue
 		}
 		if prev, dup := names[vs.Name]; dup {
-			v.problem(path+".name", "duplicate virtual server name %q (also at %s)", vs.Name, prev)
+			v.problem(path+".name", "duplicate virtual server name %q (also at %s)", vs.Name, v.where(prev))
 		} else {
-			names[vs.Name] = v.where(path + ".name")
+			names[vs.Name] = path + ".name"
 		}
 		if prev, dup := keys[vs.Service.Key]; dup {
-			v.problem(path, "duplicate virtual server %s (also at %s)", vs.Service.Key, prev)
+			v.problem(path, "duplicate virtual server %s (also at %s)", vs.Service.Key, v.where(prev))
 		} else {
-			keys[vs.Service.Key] = v.where(path)
+			keys[vs.Service.Key] = path
 		}
 		cfg.VirtualServers = append(cfg.VirtualServers, vs)
 	}
@@ -254,7 +264,7 @@ func (v *validator) build(raw *rawFile) *Config {
 }
 
 func (v *validator) where(path string) string {
-	p := v.pos.of(path)
+	p := v.positions().of(path)
 	return fmt.Sprintf("line %d", p.line)
 }
 
@@ -416,10 +426,10 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		d, good := v.dest(rpath+".address", *rr.Address, f, svc.Key)
 		if good {
 			if prev, dup := seen[d.Key]; dup {
-				v.problem(rpath+".address", "duplicate real server %s in virtual server %q (also at %s)", d.Key, vs.Name, prev)
+				v.problem(rpath+".address", "duplicate real server %s in virtual server %q (also at %s)", d.Key, vs.Name, v.where(prev))
 				good = false
 			} else {
-				seen[d.Key] = v.where(rpath + ".address")
+				seen[d.Key] = rpath + ".address"
 			}
 		}
 		d.Weight = 1
