@@ -1,0 +1,148 @@
+//go:build vmtest
+
+// These tests run inside the test VM against the real ip_vs module (make
+// vmtest). They pin down what the fake must imitate: the kernel's answers
+// and the round trip of every attribute the agent sets.
+package kernel
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
+)
+
+func openForTest(t *testing.T) *Netlink {
+	t.Helper()
+	n, err := Open()
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+func cleanup(t *testing.T, n *Netlink, keys ...model.ServiceKey) {
+	t.Cleanup(func() {
+		for _, k := range keys {
+			_ = n.DeleteService(k)
+		}
+	})
+}
+
+func TestNetlinkRoundTrip(t *testing.T) {
+	n := openForTest(t)
+	v4 := model.Service{
+		Key:       model.ServiceKey{Family: model.FamilyInet, Protocol: model.ProtoTCP, Addr: netip.MustParseAddr("203.0.113.80"), Port: 80},
+		Scheduler: "sh", Flags: model.FlagPersistent | model.FlagSched1 | model.FlagSched2, Timeout: 300, Netmask: 0xffffff00,
+	}
+	v6 := model.Service{
+		Key:       model.ServiceKey{Family: model.FamilyInet6, Protocol: model.ProtoUDP, Addr: netip.MustParseAddr("2001:db8::80"), Port: 53},
+		Scheduler: "mh", Flags: model.FlagOnePacket, Netmask: 128,
+	}
+	fw := model.Service{Key: model.ServiceKey{Family: model.FamilyInet, FWMark: 77}, Scheduler: "wrr", Netmask: 0xffffffff}
+	cleanup(t, n, v4.Key, v6.Key, fw.Key)
+	for _, s := range []model.Service{v4, v6, fw} {
+		if err := n.AddService(s); err != nil {
+			t.Fatalf("AddService %s: %v", s.Key, err)
+		}
+	}
+	dests := map[model.ServiceKey]model.Destination{
+		v4.Key: {Key: model.DestKey{Addr: netip.MustParseAddr("198.18.7.1"), Port: 80}, Weight: 65535, Forward: model.ForwardDR, UpperThreshold: 100, LowerThreshold: 10},
+		v6.Key: {Key: model.DestKey{Addr: netip.MustParseAddr("2001:db8:7::1"), Port: 5353}, Weight: 3, Forward: model.ForwardNAT},
+		fw.Key: {Key: model.DestKey{Addr: netip.MustParseAddr("198.18.7.2"), Port: 0}, Weight: 0, Forward: model.ForwardTunnel},
+	}
+	for k, d := range dests {
+		if err := n.AddDestination(k, d); err != nil {
+			t.Fatalf("AddDestination %s %s: %v", k, d.Key, err)
+		}
+	}
+
+	got, err := n.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, s := range got {
+		for _, want := range []model.Service{v4, v6, fw} {
+			if s.Key == want.Key {
+				found++
+				// The kernel adds IP_VS_SVC_F_HASHED; the adapter must hide it,
+				// or every reconcile would see a difference.
+				if s != want {
+					t.Errorf("service read back as %+v, want %+v", s, want)
+				}
+			}
+		}
+	}
+	if found != 3 {
+		t.Fatalf("found %d of 3 services in %+v", found, got)
+	}
+	for k, want := range dests {
+		ds, err := n.Destinations(k)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("Destinations %s: %v %+v", k, err, ds)
+		}
+		d := ds[0]
+		d.Family = 0
+		if !d.SameAttrs(want) || d.Key != want.Key {
+			t.Errorf("%s: destination read back as %+v, want %+v", k, d, want)
+		}
+	}
+
+	// In-place updates keep the service (and its connections).
+	v4.Scheduler, v4.Flags, v4.Timeout = "wrr", 0, 0
+	v4.Netmask = 0xffffffff
+	if err := n.UpdateService(v4); err != nil {
+		t.Fatal(err)
+	}
+	d := dests[v4.Key]
+	d.Weight = 7
+	if err := n.UpdateDestination(v4.Key, d); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := n.Destinations(v4.Key)
+	if len(ds) != 1 || ds[0].Weight != 7 {
+		t.Fatalf("update weight: %+v", ds)
+	}
+}
+
+func TestNetlinkErrors(t *testing.T) {
+	n := openForTest(t)
+	s := model.Service{Key: model.ServiceKey{Family: model.FamilyInet, Protocol: model.ProtoTCP, Addr: netip.MustParseAddr("203.0.113.81"), Port: 80}, Scheduler: "rr"}
+	cleanup(t, n, s.Key)
+	d := model.Destination{Key: model.DestKey{Addr: netip.MustParseAddr("198.18.7.9"), Port: 80}, Weight: 1, Forward: model.ForwardDR}
+
+	if err := n.DeleteService(s.Key); !errors.Is(err, ErrNoService) {
+		t.Errorf("delete missing service: %v, want ErrNoService", err)
+	}
+	if err := n.AddDestination(s.Key, d); !errors.Is(err, ErrNoService) {
+		t.Errorf("add destination to missing service: %v, want ErrNoService", err)
+	}
+	if err := n.AddService(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.AddService(s); !errors.Is(err, ErrExists) {
+		t.Errorf("add service twice: %v, want ErrExists", err)
+	}
+	if err := n.DeleteDestination(s.Key, d.Key); !errors.Is(err, ErrNoDest) {
+		t.Errorf("delete missing destination: %v, want ErrNoDest", err)
+	}
+	if err := n.UpdateDestination(s.Key, d); !errors.Is(err, ErrNoDest) {
+		t.Errorf("update missing destination: %v, want ErrNoDest", err)
+	}
+	if err := n.AddDestination(s.Key, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.AddDestination(s.Key, d); !errors.Is(err, ErrExists) {
+		t.Errorf("add destination twice: %v, want ErrExists", err)
+	}
+	bad := s
+	bad.Key.Port = 81
+	bad.Scheduler = "nosuch"
+	cleanup(t, n, bad.Key)
+	if err := n.AddService(bad); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("unknown scheduler: %v, want ErrUnsupported", err)
+	}
+}
