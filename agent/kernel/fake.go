@@ -79,11 +79,7 @@ func (f *Fake) Destinations(key model.ServiceKey) ([]model.Destination, error) {
 	if !ok {
 		return nil, fmt.Errorf("list real servers of %s: %w", key, ErrNoService)
 	}
-	out := make([]model.Destination, 0, len(vs.Dests))
-	for _, d := range vs.SortedDests() {
-		out = append(out, d)
-	}
-	return out, nil
+	return vs.SortedDests(), nil
 }
 
 func (f *Fake) write(op string, key model.ServiceKey, dk *model.DestKey) error {

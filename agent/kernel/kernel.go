@@ -32,6 +32,6 @@ var (
 	ErrExists      = errors.New("already exists")         // EEXIST
 	ErrNoService   = errors.New("no such virtual server") // ESRCH
 	ErrNoDest      = errors.New("no such real server")    // ENOENT on a destination
-	ErrNotLoaded   = errors.New("IPVS is not available in this kernel (run `modprobe ip_vs`, or install the package's /usr/lib/modules-load.d/ipvs-agent.conf and reboot)")
+	ErrNotLoaded   = errors.New("IPVS is not available in this kernel (run `modprobe ip_vs`, and list ip_vs in /etc/modules-load.d/ to load it at boot)")
 	ErrUnsupported = errors.New("not supported by this kernel") // e.g. an unknown scheduler module
 )
