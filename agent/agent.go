@@ -342,10 +342,10 @@ func (a *Agent) pruneDrains() {
 
 // observe reads the kernel's table: one dump of the services, then the
 // destinations of the services this agent manages (owned or adoptable)
-// only, so the cost follows the agent's size, not the kernel's.
+// only, so the cost follows the agent's size, not the kernel's. The
+// destination dumps are spread over the kernel handles like writes are.
 func (a *Agent) observe() (model.Table, error) {
-	k := a.kernels[0]
-	svcs, err := k.Services()
+	svcs, err := a.kernels[0].Services()
 	if err != nil {
 		return nil, err
 	}
@@ -356,24 +356,50 @@ func (a *Agent) observe() (model.Table, error) {
 		}
 	}
 	t := make(model.Table, len(svcs))
+	var mine []*model.VirtualServer
 	for _, s := range svcs {
 		v := &model.VirtualServer{Service: s}
 		t[s.Key] = v
-		if !a.owned[s.Key] && !adopt[s.Key] {
-			continue
+		if a.owned[s.Key] || adopt[s.Key] {
+			mine = append(mine, v)
 		}
-		ds, err := k.Destinations(s.Key)
-		if err != nil {
-			if errors.Is(err, kernel.ErrNoService) {
-				delete(t, s.Key) // deleted between the two reads
-				continue
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		gone []model.ServiceKey
+	)
+	for lane, k := range a.kernels {
+		wg.Add(1)
+		go func(lane int, k kernel.IPVS) {
+			defer wg.Done()
+			for i := lane; i < len(mine); i += len(a.kernels) {
+				v := mine[i]
+				ds, err := k.Destinations(v.Key)
+				if err != nil {
+					mu.Lock()
+					if errors.Is(err, kernel.ErrNoService) {
+						gone = append(gone, v.Key) // deleted between the two reads
+					} else {
+						errs = append(errs, err)
+					}
+					mu.Unlock()
+					continue
+				}
+				v.Dests = make(map[model.DestKey]model.Destination, len(ds))
+				for _, d := range ds {
+					v.Dests[d.Key] = d
+				}
 			}
-			return nil, err
-		}
-		v.Dests = make(map[model.DestKey]model.Destination, len(ds))
-		for _, d := range ds {
-			v.Dests[d.Key] = d
-		}
+		}(lane, k)
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, k := range gone {
+		delete(t, k)
 	}
 	return t, nil
 }
