@@ -1,0 +1,189 @@
+package health
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hostile is a TCP server that misbehaves in one way on every connection.
+type hostile struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startHostile(t *testing.T, serve func(c net.Conn)) *hostile {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hostile{l: l}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.conns = append(h.conns, c)
+			h.mu.Unlock()
+			h.wg.Add(1)
+			go func() { defer h.wg.Done(); serve(c) }()
+		}
+	}()
+	return h
+}
+
+func (h *hostile) addr(t *testing.T) netip.AddrPort { return addrOf(t, h.l.Addr()) }
+
+func (h *hostile) stop() {
+	h.l.Close()
+	h.mu.Lock()
+	for _, c := range h.conns {
+		c.Close()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
+}
+
+// settle waits for goroutines and file descriptors to return to a baseline;
+// closed sockets and finished goroutines take a moment to be reaped.
+func settle(t *testing.T, goroutines, fds int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g, f := runtime.NumGoroutine(), openFDs(t)
+		if g <= goroutines && f <= fds {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("leak: %d goroutines (was %d), %d fds (was %d)\n%s", g, goroutines, f, fds, buf[:n])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHostileTargets(t *testing.T) {
+	g0, f0 := runtime.NumGoroutine(), openFDs(t)
+	const timeout = 300 * time.Millisecond
+	servers := map[string]func(c net.Conn){
+		"silent": func(c net.Conn) {
+			// accept, then never answer (the stop closes it)
+			b := make([]byte, 1)
+			c.Read(b)
+			for {
+				if _, err := c.Read(b); err != nil {
+					return
+				}
+			}
+		},
+		"firehose": func(c net.Conn) {
+			// "answers forever": an endless header, then endless garbage
+			c.Write([]byte("HTTP/1.1 200 OK\r\nX-Forever: "))
+			chunk := []byte(strings.Repeat("a", 4096))
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		},
+		"trickle": func(c net.Conn) {
+			for {
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		},
+		"garbage": func(c net.Conn) {
+			c.Write([]byte("\x16\x03\x01\x00\x05garbage\x00\xff\r\n\r\n"))
+			c.Close()
+		},
+		"reset": func(c net.Conn) {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		},
+		"bodyforever": func(c net.Conn) {
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"))
+			chunk := []byte(strings.Repeat("b", 4096))
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		},
+	}
+	specs := []Spec{
+		{Type: "http", Timeout: timeout},
+		{Type: "http", Timeout: timeout, ExpectBody: "never-there"},
+		{Type: "https", Timeout: timeout},
+		{Type: "https", Timeout: timeout, TLSVerify: true},
+		{Type: "agent", Timeout: timeout},
+	}
+	var hs []*hostile
+	for name, serve := range servers {
+		h := startHostile(t, serve)
+		hs = append(hs, h)
+		for _, spec := range specs {
+			for range 3 {
+				start := time.Now()
+				r := runSpec(t, spec, h.addr(t))
+				el := time.Since(start)
+				// A 200 with an endless body is up unless the body must match.
+				legit := name == "bodyforever" && spec.Type == "http" && spec.ExpectBody == ""
+				if r.outcome == pass && !legit {
+					t.Errorf("%s server, %s check: passed (%s)", name, spec.Type, r.reason)
+				}
+				if el > timeout+500*time.Millisecond {
+					t.Errorf("%s server, %s check: took %v, timeout %v", name, spec.Type, el, timeout)
+				}
+			}
+		}
+	}
+	// UDP silence and DNS garbage.
+	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			if n > 0 && b[0] == 's' {
+				continue // silent for "s..." payloads
+			}
+			pc.WriteTo([]byte("\xff\xff\xc0\x0c garbage that is not DNS"), from)
+		}
+	}()
+	u := addrOf(t, pc.LocalAddr())
+	if r := runSpec(t, Spec{Type: "udp", Send: "s", Timeout: timeout}, u); r.outcome != fail {
+		t.Errorf("silent udp: %+v", r)
+	}
+	if r := runSpec(t, Spec{Type: "dns", QueryName: "example.org", Timeout: timeout}, u); r.outcome != fail {
+		t.Errorf("garbage dns: %+v", r)
+	}
+	pc.Close()
+	for _, h := range hs {
+		h.stop()
+	}
+	settle(t, g0, f0)
+}
