@@ -125,8 +125,11 @@ func setupTopology() error {
 		for _, v := range vipRanges {
 			steps = append(steps, []string{"ip", "netns", "exec", r.name, "ip", "route", "add", "local", v, "dev", "lo"})
 		}
-		// NAT real servers answer through the director.
+		// Tunnel real servers decapsulate on the ipip/ip6tnl fallback devices.
+		// NAT real servers would answer through the director.
 		steps = append(steps,
+			[]string{"ip", "netns", "exec", r.name, "ip", "link", "set", "tunl0", "up"},
+			[]string{"ip", "netns", "exec", r.name, "ip", "link", "set", "ip6tnl0", "up"},
 			[]string{"ip", "netns", "exec", r.name, "ip", "route", "add", "default", "via", directorIP},
 			[]string{"ip", "netns", "exec", r.name, "ip", "-6", "route", "add", "default", "via", directorIP6})
 	}
@@ -365,6 +368,10 @@ func addVIP(t testing.TB, ip string) {
 	}
 	sh(t, "ip", "addr", "replace", ip+plen, "dev", "ipvs0")
 }
+
+// The main goroutine keeps the main thread, so no namespace switch (node.in)
+// ever lands on it: /proc/net and friends follow the main thread.
+func init() { runtime.LockOSThread() }
 
 func TestMain(m *testing.M) {
 	if os.Getenv("VMTEST_IN_VM") != "1" {
