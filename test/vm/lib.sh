@@ -121,10 +121,16 @@ build_base() {
 		[ -e "$stage/bin/$a" ] || ln -s busybox "$stage/bin/$a"
 	done
 	ln -s ../bin/modprobe "$stage/sbin/modprobe" # the kernel's request_module helper path
-	rm -f "$stage/bin/ip"                      # iproute2's ip replaces busybox's applet
 	copy_bin /usr/sbin/ipvsadm "$stage"
-	copy_bin "$(command -v ip)" "$stage"
-	ln -sf "$(command -v ip)" "$stage/bin/ip"
+	# iproute2's ip (netns, veth, bridge) replaces busybox's applet on PATH.
+	# busybox sh still runs its own applet for a bare "ip" (it prefers
+	# applets), so shell scripts in the VM call /usr/sbin/ip.
+	local ipbin
+	ipbin=$(command -v ip)
+	copy_bin "$ipbin" "$stage"
+	mkdir -p "$stage/usr/sbin"
+	[ "$ipbin" = /usr/sbin/ip ] || ln -sf "$ipbin" "$stage/usr/sbin/ip"
+	ln -sf /usr/sbin/ip "$stage/bin/ip"
 	re=$(echo $VM_MODULES | sed 's/ /|/g')
 	for m in $(grep -E "/($re)\.ko(\.[a-z]+)?:" "$KDIR/$M/modules.dep" | tr -d ':' | tr ' ' '\n' | sort -u); do
 		mkdir -p "$stage/$M/$(dirname "$m")"
