@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make vmtest: run test/vmtest inside a VM with a real IPVS kernel.
-#   test/vm/run-tests.sh [go test flags for the test binary, e.g. -test.run TestDR]
+# make vmtest: run every package's vmtest-tagged tests inside a VM with a
+# real IPVS kernel (test/vmtest: the agent end to end; agent/kernel: the
+# netlink adapter; any package that adds //go:build vmtest tests is picked up).
+#   test/vm/run-tests.sh [flags for the test binaries, e.g. -test.run TestReload]
 # Env: CACHE (default .cache/vm), VM_TIMEOUT (s, default 900), NO_AGENT=1 to
 # skip building cmd/ipvs-agent (the agent tests then fail, they do not skip).
 source "$(dirname "$0")/lib.sh"
@@ -9,19 +11,34 @@ need_host_tools
 fetch_kernel
 build_base
 
-# The payload: static test binary and agent, built on the host.
+# The payload: static test binaries and the agent, built on the host.
 pl=$CACHE/payload-tests
 rm -rf "$pl" && mkdir -p "$pl"
-log "building test binary and agent"
-(cd "$ROOT" && CGO_ENABLED=0 go test -c -tags vmtest -o "$pl/vmtest.test" ./test/vmtest) || die "building ./test/vmtest failed"
+log "building test binaries and agent"
+pkgs=$(cd "$ROOT" && grep -rlx --include='*_test.go' '//go:build vmtest' . | xargs -r -n1 dirname | sort -u)
+[ -n "$pkgs" ] || die "no vmtest-tagged tests found"
+bins=""
+for p in $pkgs; do
+	b=$(echo "${p#./}" | tr / _).test
+	(cd "$ROOT" && CGO_ENABLED=0 go test -c -tags vmtest -o "$pl/$b" "$p") || die "building $p tests failed"
+	# test/vmtest last: it rebuilds the network; the others need only ip_vs.
+	if [ "$p" = ./test/vmtest ]; then last=$b; else bins="$bins $b"; fi
+done
+bins="$bins ${last:-}"
 if [ "${NO_AGENT:-}" != 1 ]; then
 	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$pl/ipvs-agent" ./cmd/ipvs-agent) || die "building ./cmd/ipvs-agent failed (NO_AGENT=1 skips it)"
 fi
 {
 	echo 'export VMTEST_AGENT=/payload/ipvs-agent VMTEST_IN_VM=1'
-	printf './vmtest.test -test.v -test.timeout %ss' "$((VM_TIMEOUT - 60))"
-	printf ' %q' "$@"
-	echo
+	echo 'rc=0'
+	for b in $bins; do
+		echo "echo '>>> $b'"
+		printf './%s -test.v -test.timeout %ss' "$b" "$((VM_TIMEOUT - 60))"
+		printf ' %q' "$@"
+		echo ' || rc=1'
+		echo "ipvsadm -C"
+	done
+	echo 'exit $rc'
 } >"$pl/run.sh"
 build_payload "$pl"
 

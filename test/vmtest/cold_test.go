@@ -116,7 +116,7 @@ func TestColdStart(t *testing.T) {
 	start := time.Now()
 	_, writes, errs := s.startReady()
 	t.Logf("cold start: ready after %v", time.Since(start).Round(time.Millisecond))
-	assertTable(t, coldTable)
+	checkTable(t, coldTable)
 	if want := 6 + 10; writes != want || errs != 0 {
 		t.Errorf("start reconcile: writes=%d errors=%d, want writes=%d errors=0", writes, errs, want)
 	}

@@ -70,10 +70,21 @@ func diff(want, got []string) string {
 
 func assertTable(t testing.TB, want []string) {
 	t.Helper()
-	want = sorted(want)
-	if got := table(t); !equal(want, got) {
-		t.Fatalf("kernel table differs from expected (-want +got):\n%s\nfull table:\n%s", diff(want, got), strings.Join(got, "\n"))
+	if !checkTable(t, want) {
+		t.FailNow()
 	}
+}
+
+// checkTable is assertTable that lets the test go on after a difference.
+func checkTable(t testing.TB, want []string) bool {
+	t.Helper()
+	want = sorted(want)
+	got := table(t)
+	if !equal(want, got) {
+		t.Errorf("kernel table differs from expected (-want +got):\n%s\nfull table:\n%s", diff(want, got), strings.Join(got, "\n"))
+		return false
+	}
+	return true
 }
 
 // waitTable polls until the table equals want; it returns how long that took.
