@@ -205,14 +205,14 @@ func (c Check) probeTarget() netip.AddrPort {
 	return c.Target
 }
 
-// dedupeKey identifies identical probes. Exec and file checks see the real
-// server's own port (env, path template) so they never merge across ports.
-func (c Check) dedupeKey() string {
-	t := c.probeTarget()
+// dedupeTarget is the target part of the identity of a probe. Exec and file
+// checks see the real server's own port (env, path template) so they never
+// merge across ports.
+func (c Check) dedupeTarget() netip.AddrPort {
 	if c.Spec.Type == "exec" || c.Spec.Type == "file" {
-		t = c.Target
+		return c.Target
 	}
-	return t.String() + "|" + c.Spec.Key()
+	return c.probeTarget()
 }
 
 // Validate reports the first problem that would stop the spec from running:

@@ -98,9 +98,9 @@ type Scheduler struct {
 	notifyQ    chan notifyJob
 
 	mu       sync.Mutex
-	runners  map[string]*runner // by dedupe key
+	specs    map[string]*specEntry // by Spec.Key()
+	runners  map[runnerKey]*runner
 	subs     map[string]*sub    // by check ID
-	statuses map[string]Status
 	queue    itemHeap
 	pending  map[string]Status // undelivered OnChange calls
 	order    []string          // delivery order of pending
@@ -118,20 +118,42 @@ type sub struct {
 	r           *runner
 }
 
+// specEntry is one distinct Spec, interned: 50,000 real servers usually
+// share a handful of specs, and so share one prepared checker (TLS config,
+// regexp, user lookup) instead of holding a copy each.
+type specEntry struct {
+	spec Spec
+	chk  checker
+	err  error
+}
+
+// runnerKey identifies identical probes: same spec, same probe target.
+type runnerKey struct {
+	target netip.AddrPort
+	spec   *specEntry
+}
+
 // runner is one distinct probe (target + spec) and its state machine,
 // shared by every subscriber with the same check.
 type runner struct {
-	key     string
-	spec    Spec
-	probe   probe
-	chk     checker
-	chkErr  error
-	m       *machine
+	se      *specEntry
+	rs      netip.AddrPort // the first subscriber's real server
+	m       machine
 	subs    []*sub
 	last    view
 	dead    bool
 	cancel  context.CancelFunc // of the probe in flight
 	rampGen uint64             // invalidates queued ramp items
+}
+
+// probe is where this runner's checks go: the real server, on Spec.Port
+// when set. Computed per check rather than stored: 50,000 runners.
+func (r *runner) probe() probe {
+	p := probe{addr: r.rs, rs: r.rs}
+	if port := r.se.spec.Port; port != 0 {
+		p.addr = netip.AddrPortFrom(r.rs.Addr(), port)
+	}
+	return p
 }
 
 type item struct {
@@ -167,9 +189,9 @@ func NewScheduler(opts Options) *Scheduler {
 		wake:       make(chan struct{}, 1),
 		notifyWake: make(chan struct{}, 1),
 		notifyQ:    make(chan notifyJob, notifyQueue),
-		runners:    map[string]*runner{},
+		specs:      map[string]*specEntry{},
+		runners:    map[runnerKey]*runner{},
 		subs:       map[string]*sub{},
-		statuses:   map[string]Status{},
 		pending:    map[string]Status{},
 	}
 	if s.log == nil {
@@ -204,19 +226,29 @@ func (s *Scheduler) Set(checks []Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
-	runners := make(map[string]*runner, len(checks))
+	runners := make(map[runnerKey]*runner, len(checks))
 	subs := make(map[string]*sub, len(checks))
+	specs := make(map[string]*specEntry)
 	for _, c := range checks {
 		if _, dup := subs[c.ID]; dup {
 			s.log.Error("duplicate health check ID ignored", "check", c.ID)
 			continue
 		}
-		k := c.dedupeKey()
+		sk := c.Spec.Key()
+		se := specs[sk]
+		if se == nil {
+			if se = s.specs[sk]; se == nil {
+				se = &specEntry{spec: c.Spec}
+				se.chk, se.err = s.newChecker(c.Spec)
+			}
+			specs[sk] = se
+		}
+		k := runnerKey{target: c.dedupeTarget(), spec: se}
 		r := runners[k]
 		if r == nil {
 			r = s.runners[k]
 			if r == nil {
-				r = s.newRunner(c, k, now)
+				r = s.newRunner(c, se, now)
 			}
 			r.subs = r.subs[:0]
 			runners[k] = r
@@ -225,7 +257,6 @@ func (s *Scheduler) Set(checks []Check) {
 		if sb == nil || sb.r != r || sb.service != c.Service || sb.target != c.Target {
 			sb = &sub{id: c.ID, service: c.Service, target: c.Target, r: r}
 			st := r.m.status(c.ID, now)
-			s.statuses[c.ID] = st
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}
@@ -243,24 +274,21 @@ func (s *Scheduler) Set(checks []Check) {
 	}
 	for id := range s.subs {
 		if _, ok := subs[id]; !ok {
-			delete(s.statuses, id)
 			if _, ok := s.pending[id]; ok {
 				delete(s.pending, id)
 			}
 		}
 	}
-	s.runners, s.subs = runners, subs
+	s.runners, s.subs, s.specs = runners, subs, specs
 	s.kick()
 }
 
-func (s *Scheduler) newRunner(c Check, key string, now time.Time) *runner {
+func (s *Scheduler) newRunner(c Check, se *specEntry, now time.Time) *runner {
 	r := &runner{
-		key:   key,
-		spec:  c.Spec,
-		probe: probe{addr: c.probeTarget(), rs: c.Target},
-		m:     newMachine(c.Spec, c.Initial, now),
+		se:    se,
+		rs:    c.Target,
+		m:     *newMachine(c.Spec, c.Initial, now),
 	}
-	r.chk, r.chkErr = s.newChecker(c.Spec)
 	r.last = r.m.snapshot(now)
 	// Spread the first round over one interval so a reload of 10,000
 	// servers does not open 10,000 sockets in the same millisecond.
@@ -280,9 +308,10 @@ func (s *Scheduler) kick() {
 func (s *Scheduler) Statuses() map[string]Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]Status, len(s.statuses))
-	for k, v := range s.statuses {
-		out[k] = v
+	now := s.clock.Now()
+	out := make(map[string]Status, len(s.subs))
+	for id, sb := range s.subs {
+		out[id] = sb.r.m.status(id, now)
 	}
 	return out
 }
@@ -354,7 +383,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			start := s.clock.Now()
 			s.noteLag(start, start.Sub(it.at))
-			pctx, cancel := context.WithTimeout(ctx, it.r.spec.Timeout)
+			pctx, cancel := context.WithTimeout(ctx, it.r.se.spec.Timeout)
 			s.mu.Lock()
 			if it.r.dead {
 				s.mu.Unlock()
@@ -366,20 +395,20 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.inFlight.Add(1)
 			probes.Add(1)
-			go func(r *runner) {
+			go func(r *runner, due time.Time) {
 				defer probes.Done()
 				var res result
-				if r.chkErr != nil {
-					res = failed("configuration: " + r.chkErr.Error())
+				if r.se.err != nil {
+					res = failed("configuration: " + r.se.err.Error())
 				} else {
-					res = r.chk.check(pctx, r.probe)
+					res = r.se.chk.check(pctx, r.probe())
 				}
 				cancel()
 				s.inFlight.Add(-1)
 				<-s.sem
 				s.checks.Add(1)
-				s.complete(r, start, res)
-			}(it.r)
+				s.complete(r, due, res)
+			}(it.r, it.at)
 		}
 		if len(due) > 0 {
 			continue // dispatching took time; look again before sleeping
@@ -444,7 +473,7 @@ type transition struct {
 }
 
 // complete applies a probe's result, schedules the next probe and reports.
-func (s *Scheduler) complete(r *runner, start time.Time, res result) {
+func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	s.mu.Lock()
 	if r.dead {
 		s.mu.Unlock()
@@ -454,7 +483,9 @@ func (s *Scheduler) complete(r *runner, start time.Time, res result) {
 	now := s.clock.Now()
 	old := r.m.state
 	moved, _ := r.m.observe(now, res)
-	next := start.Add(s.jittered(r.spec.Interval))
+	// Schedule from the due time, not the start, so dispatch lag does not
+	// stretch every interval; when behind, run again at once.
+	next := due.Add(s.jittered(r.se.spec.Interval))
 	if next.Before(now) {
 		next = now
 	}
@@ -468,10 +499,9 @@ func (s *Scheduler) complete(r *runner, start time.Time, res result) {
 		r.last = v
 		for _, sb := range r.subs {
 			st := r.m.status(sb.id, now)
-			s.statuses[sb.id] = st
 			s.emitLocked(st)
 			if moved {
-				events = append(events, transition{sub: sb, from: old, to: r.m.state, st: st, notify: r.spec.Notify})
+				events = append(events, transition{sub: sb, from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
 			}
 		}
 	}
@@ -491,11 +521,9 @@ func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	if v != r.last {
 		r.last = v
 		for _, sb := range r.subs {
-			st := r.m.status(sb.id, now)
-			s.statuses[sb.id] = st
-			s.emitLocked(st)
+			s.emitLocked(r.m.status(sb.id, now))
 		}
-		s.log.Debug("slow start step", "probe", r.probe.addr.String(), "factor", v.factor)
+		s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", v.factor)
 	}
 	r.rampGen++
 	if at := r.m.nextRamp(now); !at.IsZero() {
