@@ -7,8 +7,9 @@ need_host_tools
 fetch_kernel
 build_base
 
-pl=$CACHE/payload-demo
-rm -rf "$pl" && mkdir -p "$pl"
+new_run_dir
+pl=$RUN/payload
+mkdir -p "$pl"
 log "building the agent"
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$pl/ipvs-agent" ./cmd/ipvs-agent) || die "building ./cmd/ipvs-agent failed"
 cp "${DEMO_CONFIG:-$ROOT/contrib/demo.toml}" "$pl/demo.toml"
@@ -62,4 +63,7 @@ kill -TERM $agent; wait $agent || true
 ipvsadm -Ln
 SCRIPT
 build_payload "$pl"
-boot_vm "$CACHE/out-demo"
+rc=0
+boot_vm "$RUN" || rc=$?
+finish_run
+exit $rc

@@ -20,6 +20,18 @@ VM_CPUS=${VM_CPUS:-2}
 VM_MEM=${VM_MEM:-1024}
 mkdir -p "$CACHE"
 
+# new_run_dir sets RUN to a fresh directory for one run's payload and logs,
+# so runs from several shells of one checkout do not collide. Old ones go.
+new_run_dir() {
+	find "$CACHE" -maxdepth 1 -name 'run.*' -mmin +720 -exec rm -rf {} + 2>/dev/null || true
+	RUN=$(mktemp -d "$CACHE/run.XXXXXX")
+}
+
+# finish_run drops the run's big files (binaries, initrd) and keeps its logs.
+finish_run() {
+	rm -rf "$RUN/payload" "$RUN/payload.cpio.gz" "$RUN/initrd.gz"
+}
+
 log() { printf '[vm] %s\n' "$*" >&2; }
 die() { printf '[vm] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -78,9 +90,14 @@ fetch_kernel() {
 			(cd "$CACHE" && apt-get download "$pkg" >&2 2>/dev/null && mv "${pkg}"_*.deb "$pkg.deb") ||
 				die "apt-get download $pkg failed (run: apt-get update)"
 		fi
-		rm -rf "$KDIR" && mkdir -p "$KDIR"
-		dpkg -x "$CACHE/$pkg.deb" "$KDIR"
-		depmod -b "$KDIR" "$KVER"
+		# Unpack beside and rename: two runs starting at once must not share
+		# a half-written directory.
+		local tmp
+		tmp=$(mktemp -d "$CACHE/kernel.XXXXXX")
+		dpkg -x "$CACHE/$pkg.deb" "$tmp"
+		depmod -b "$tmp" "$KVER"
+		rm -rf "$KDIR"
+		mv "$tmp" "$KDIR" 2>/dev/null || rm -rf "$tmp"
 	fi
 	[ -f "$KDIR/boot/vmlinuz-$KVER" ] || die "no kernel image in $KDIR"
 }
@@ -157,6 +174,7 @@ EOF
 	(cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$BASE.tmp"
 	mv "$BASE.tmp" "$BASE"
 	rm -rf "$stage"
+	find "$CACHE" -maxdepth 1 -name "base-$KVER-*.cpio.gz" ! -name "$(basename "$BASE")" -delete # stale builds
 }
 
 # build_payload DIR sets PAYLOAD to an archive of DIR placed at /payload.

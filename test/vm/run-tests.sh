@@ -12,8 +12,9 @@ fetch_kernel
 build_base
 
 # The payload: static test binaries and the agent, built on the host.
-pl=$CACHE/payload-tests
-rm -rf "$pl" && mkdir -p "$pl"
+new_run_dir
+pl=$RUN/payload
+mkdir -p "$pl"
 log "building test binaries and agent"
 pkgs=$(cd "$ROOT" && grep -rlx --include='*_test.go' '//go:build vmtest' . | xargs -r -n1 dirname | sort -u)
 [ -n "$pkgs" ] || die "no vmtest-tagged tests found"
@@ -43,6 +44,7 @@ fi
 build_payload "$pl"
 
 rc=0
-boot_vm "$CACHE/out-tests" || rc=$?
-log "VM tests finished with exit code $rc after $(($(date +%s) - start))s (logs: $CACHE/out-tests)"
+boot_vm "$RUN" || rc=$?
+finish_run
+log "VM tests finished with exit code $rc after $(($(date +%s) - start))s (logs: $RUN)"
 exit $rc

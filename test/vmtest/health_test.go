@@ -70,9 +70,10 @@ on_failure = "quiesce"
 -a -t 192.0.2.80:8080 -r 198.18.0.13:8080 -g -w 30
 `)
 	// Detection bound: up to one interval until the next check, fall-1 more
-	// intervals, the last check's timeout, plus a second of slack for the
-	// emulated VM (the agent's own target for jitter is 50 ms).
-	bound := fall*interval + timeout + time.Second
+	// intervals, the last check's timeout, plus 1.5 s of slack for the
+	// emulated VM and this test's polling of ipvsadm (the agent's own
+	// target for jitter is 50 ms, on real hardware).
+	bound := fall*interval + timeout + 1500*time.Millisecond
 	waitTable(t, down, bound+10*time.Second) // wait longer, then judge the time
 	// fall = 2 means two failed checks an interval apart: much sooner than
 	// (fall-1) intervals would mean fall is not honoured (200 ms for jitter).
