@@ -139,10 +139,15 @@ func runLoad(b *testing.B, spec Spec, n int, warm, window time.Duration) benchRe
 	for i, t := range benchTargets(n, port) {
 		checks[i] = Check{ID: "vs/" + t.String(), Target: t, Spec: spec}
 	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
 	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s.Set(checks)
 	checks = nil
 	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	heapPer := float64(m1.HeapAlloc-m0.HeapAlloc) / float64(n)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
@@ -172,6 +177,7 @@ func runLoad(b *testing.B, spec Spec, n int, warm, window time.Duration) benchRe
 	}
 	cancel()
 	<-done
+	b.ReportMetric(heapPer, "heap-B/server")
 	b.ReportMetric(res.rate, "checks/s")
 	b.ReportMetric(res.cores, "cores")
 	b.ReportMetric(res.rssMiB, "peak-RSS-MiB")

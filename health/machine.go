@@ -38,23 +38,20 @@ const slowStartSteps = 10
 // machine is one check's state machine. It is pure: it owns no timers and
 // takes the time as an argument, so it is table-tested with fabricated times.
 type machine struct {
-	rise, fall int
-	slowStart  time.Duration
-
-	state      State
-	oks, fails int // consecutive results of each kind
-	reason     string
-	since      time.Time
-	// reported by the probe while passing
-	agentFactor float64
-	weight      int
-	// slow start, active while !rampStart.IsZero()
-	rampStart time.Time
+	since       time.Time
+	rampStart   time.Time // slow start is active while non-zero
+	reason      string
+	slowStart   time.Duration
+	agentFactor float64 // reported by the probe while passing
+	state       State
+	rise, fall  int32
+	oks, fails  int32 // consecutive results of each kind
+	weight      int32
 }
 
 func newMachine(s Spec, initial State, now time.Time) *machine {
 	return &machine{
-		rise: s.Rise, fall: s.Fall, slowStart: s.SlowStart,
+		rise: int32(s.Rise), fall: int32(s.Fall), slowStart: s.SlowStart,
 		state: initial, since: now, agentFactor: 1, weight: -1,
 		reason: "initial state",
 	}
@@ -77,7 +74,7 @@ func (m *machine) observe(now time.Time, r result) (transition, changed bool) {
 		if r.factor >= 0 {
 			m.agentFactor = r.factor
 		}
-		m.weight = r.weight
+		m.weight = int32(r.weight)
 		switch m.state {
 		case Unknown:
 			// The first verdict after start-up or reload decides at once:
@@ -180,7 +177,7 @@ func (m *machine) factor(now time.Time) float64 {
 type view struct {
 	state  State
 	factor float64
-	weight int
+	weight int32
 }
 
 func (m *machine) snapshot(now time.Time) view {
@@ -188,5 +185,5 @@ func (m *machine) snapshot(now time.Time) view {
 }
 
 func (m *machine) status(id string, now time.Time) Status {
-	return Status{ID: id, State: m.state, Factor: m.factor(now), Weight: m.weight, Reason: m.reason, Since: m.since}
+	return Status{ID: id, State: m.state, Factor: m.factor(now), Weight: int(m.weight), Reason: m.reason, Since: m.since}
 }

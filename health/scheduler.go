@@ -99,8 +99,9 @@ type Scheduler struct {
 
 	mu       sync.Mutex
 	specs    map[string]*specEntry // by Spec.Key()
-	runners  map[runnerKey]*runner
-	subs     map[string]*sub    // by check ID
+	nRunners int
+	subs     map[string]subEntry // by check ID
+	epoch    time.Time           // queue times are nanoseconds since epoch
 	queue    itemHeap
 	pending  map[string]Status // undelivered OnChange calls
 	order    []string          // delivery order of pending
@@ -112,11 +113,19 @@ type Scheduler struct {
 	inFlight                               atomic.Int64
 }
 
+// sub is one subscriber of a runner, held by value: there are as many as
+// real servers configured.
 type sub struct {
 	id, service string
-	target      netip.AddrPort
-	r           *runner
+	port        uint16 // its real server's port; the address is the runner's
 }
+
+type subEntry struct {
+	r *runner
+	sub
+}
+
+func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.Addr(), sb.port) }
 
 // specEntry is one distinct Spec, interned: 50,000 real servers usually
 // share a handful of specs, and so share one prepared checker (TLS config,
@@ -139,11 +148,10 @@ type runner struct {
 	se      *specEntry
 	rs      netip.AddrPort // the first subscriber's real server
 	m       machine
-	subs    []*sub
-	last    view
+	subs    []sub
 	dead    bool
 	cancel  context.CancelFunc // of the probe in flight
-	rampGen uint64             // invalidates queued ramp items
+	rampGen uint32             // invalidates queued ramp items
 }
 
 // probe is where this runner's checks go: the real server, on Spec.Port
@@ -156,17 +164,27 @@ func (r *runner) probe() probe {
 	return p
 }
 
+// item is a queued event: a probe to start, or a slow-start step. Kept
+// small (24 bytes): the queue holds one per real server.
+// key is the runner's identity, as Check.dedupeTarget computes it.
+func (r *runner) key() runnerKey {
+	if t := r.se.spec.Type; t == "exec" || t == "file" {
+		return runnerKey{target: r.rs, spec: r.se}
+	}
+	return runnerKey{target: r.probe().addr, spec: r.se}
+}
+
 type item struct {
-	at   time.Time
+	at   int64 // nanoseconds since Scheduler.epoch
 	r    *runner
+	gen  uint32
 	ramp bool
-	gen  uint64
 }
 
 type itemHeap []item
 
 func (h itemHeap) Len() int           { return len(h) }
-func (h itemHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h itemHeap) Less(i, j int) bool { return h[i].at < h[j].at }
 func (h itemHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *itemHeap) Push(x any)        { *h = append(*h, x.(item)) }
 func (h *itemHeap) Pop() any {
@@ -176,6 +194,9 @@ func (h *itemHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return it
 }
+
+func (s *Scheduler) mono(t time.Time) int64    { return int64(t.Sub(s.epoch)) }
+func (s *Scheduler) timeAt(ns int64) time.Time { return s.epoch.Add(time.Duration(ns)) }
 
 // NewScheduler makes a scheduler with no checks; add them with Set.
 func NewScheduler(opts Options) *Scheduler {
@@ -190,8 +211,7 @@ func NewScheduler(opts Options) *Scheduler {
 		notifyWake: make(chan struct{}, 1),
 		notifyQ:    make(chan notifyJob, notifyQueue),
 		specs:      map[string]*specEntry{},
-		runners:    map[runnerKey]*runner{},
-		subs:       map[string]*sub{},
+		subs:       map[string]subEntry{},
 		pending:    map[string]Status{},
 	}
 	if s.log == nil {
@@ -200,6 +220,7 @@ func NewScheduler(opts Options) *Scheduler {
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
+	s.epoch = s.clock.Now()
 	if s.jitter == 0 {
 		s.jitter = DefaultJitter
 	} else if s.jitter < 0 {
@@ -226,8 +247,14 @@ func (s *Scheduler) Set(checks []Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
+	// Index the running probes by identity for this reload only: keeping
+	// the index between reloads would cost ~100 bytes per real server.
+	prev := make(map[runnerKey]*runner, len(s.subs))
+	for _, e := range s.subs {
+		prev[e.r.key()] = e.r
+	}
 	runners := make(map[runnerKey]*runner, len(checks))
-	subs := make(map[string]*sub, len(checks))
+	subs := make(map[string]subEntry, len(checks))
 	specs := make(map[string]*specEntry)
 	for _, c := range checks {
 		if _, dup := subs[c.ID]; dup {
@@ -246,25 +273,24 @@ func (s *Scheduler) Set(checks []Check) {
 		k := runnerKey{target: c.dedupeTarget(), spec: se}
 		r := runners[k]
 		if r == nil {
-			r = s.runners[k]
+			r = prev[k]
 			if r == nil {
 				r = s.newRunner(c, se, now)
 			}
 			r.subs = r.subs[:0]
 			runners[k] = r
 		}
-		sb := s.subs[c.ID]
-		if sb == nil || sb.r != r || sb.service != c.Service || sb.target != c.Target {
-			sb = &sub{id: c.ID, service: c.Service, target: c.Target, r: r}
+		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port()}
+		if old, ok := s.subs[c.ID]; !ok || old.r != r || old.sub != sb {
 			st := r.m.status(c.ID, now)
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}
 		}
-		subs[c.ID] = sb
+		subs[c.ID] = subEntry{r: r, sub: sb}
 		r.subs = append(r.subs, sb)
 	}
-	for k, r := range s.runners {
+	for k, r := range prev {
 		if runners[k] != r {
 			r.dead = true
 			if r.cancel != nil {
@@ -279,21 +305,20 @@ func (s *Scheduler) Set(checks []Check) {
 			}
 		}
 	}
-	s.runners, s.subs, s.specs = runners, subs, specs
+	s.subs, s.specs, s.nRunners = subs, specs, len(runners)
 	s.kick()
 }
 
 func (s *Scheduler) newRunner(c Check, se *specEntry, now time.Time) *runner {
 	r := &runner{
-		se:    se,
-		rs:    c.Target,
-		m:     *newMachine(c.Spec, c.Initial, now),
+		se: se,
+		rs: c.Target,
+		m:  *newMachine(c.Spec, c.Initial, now),
 	}
-	r.last = r.m.snapshot(now)
 	// Spread the first round over one interval so a reload of 10,000
 	// servers does not open 10,000 sockets in the same millisecond.
 	first := time.Duration(rand.Int64N(int64(max(c.Spec.Interval, time.Millisecond))))
-	heap.Push(&s.queue, item{at: now.Add(first), r: r})
+	heap.Push(&s.queue, item{at: s.mono(now.Add(first)), r: r})
 	return r
 }
 
@@ -310,8 +335,8 @@ func (s *Scheduler) Statuses() map[string]Status {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
-	for id, sb := range s.subs {
-		out[id] = sb.r.m.status(id, now)
+	for id, e := range s.subs {
+		out[id] = e.r.m.status(id, now)
 	}
 	return out
 }
@@ -319,7 +344,7 @@ func (s *Scheduler) Statuses() map[string]Status {
 // Stats returns the scheduler's counters.
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
-	runners, subs := len(s.runners), len(s.subs)
+	runners, subs := s.nRunners, len(s.subs)
 	s.mu.Unlock()
 	return Stats{
 		Checks:        s.checks.Load(),
@@ -351,7 +376,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.mu.Lock()
 		now := s.clock.Now()
 		due = due[:0]
-		for s.queue.Len() > 0 && !s.queue[0].at.After(now) {
+		for s.queue.Len() > 0 && s.queue[0].at <= s.mono(now) {
 			it := heap.Pop(&s.queue).(item)
 			if it.r.dead {
 				continue
@@ -366,7 +391,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		wait := time.Hour
 		if s.queue.Len() > 0 {
-			wait = s.queue[0].at.Sub(now)
+			wait = time.Duration(s.queue[0].at - s.mono(now))
 		}
 		s.mu.Unlock()
 
@@ -382,7 +407,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				}
 			}
 			start := s.clock.Now()
-			s.noteLag(start, start.Sub(it.at))
+			s.noteLag(start, time.Duration(s.mono(start)-it.at))
 			pctx, cancel := context.WithTimeout(ctx, it.r.se.spec.Timeout)
 			s.mu.Lock()
 			if it.r.dead {
@@ -408,7 +433,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				<-s.sem
 				s.checks.Add(1)
 				s.complete(r, due, res)
-			}(it.r, it.at)
+			}(it.r, s.timeAt(it.at))
 		}
 		if len(due) > 0 {
 			continue // dispatching took time; look again before sleeping
@@ -466,7 +491,8 @@ func (s *Scheduler) jittered(d time.Duration) time.Duration {
 }
 
 type transition struct {
-	sub      *sub
+	sub      sub
+	target   netip.AddrPort
 	from, to State
 	st       Status
 	notify   []string
@@ -482,26 +508,27 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	r.cancel = nil
 	now := s.clock.Now()
 	old := r.m.state
+	before := r.m.snapshot(now)
 	moved, _ := r.m.observe(now, res)
+	after := r.m.snapshot(now)
 	// Schedule from the due time, not the start, so dispatch lag does not
 	// stretch every interval; when behind, run again at once.
 	next := due.Add(s.jittered(r.se.spec.Interval))
 	if next.Before(now) {
 		next = now
 	}
-	heap.Push(&s.queue, item{at: next, r: r})
+	heap.Push(&s.queue, item{at: s.mono(next), r: r})
 	r.rampGen++
 	if at := r.m.nextRamp(now); !at.IsZero() {
-		heap.Push(&s.queue, item{at: at, r: r, ramp: true, gen: r.rampGen})
+		heap.Push(&s.queue, item{at: s.mono(at), r: r, ramp: true, gen: r.rampGen})
 	}
 	var events []transition
-	if v := r.m.snapshot(now); v != r.last {
-		r.last = v
+	if after != before {
 		for _, sb := range r.subs {
 			st := r.m.status(sb.id, now)
 			s.emitLocked(st)
 			if moved {
-				events = append(events, transition{sub: sb, from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
+				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
 			}
 		}
 	}
@@ -517,17 +544,15 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 
 // rampLocked emits a slow-start step and queues the next.
 func (s *Scheduler) rampLocked(r *runner, now time.Time) {
-	v := r.m.snapshot(now)
-	if v != r.last {
-		r.last = v
-		for _, sb := range r.subs {
-			s.emitLocked(r.m.status(sb.id, now))
-		}
-		s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", v.factor)
+	// Ramp items are queued for the instants the factor steps, and
+	// invalidated (rampGen) by any result, so the factor has changed.
+	for _, sb := range r.subs {
+		s.emitLocked(r.m.status(sb.id, now))
 	}
+	s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", r.m.factor(now))
 	r.rampGen++
 	if at := r.m.nextRamp(now); !at.IsZero() {
-		heap.Push(&s.queue, item{at: at, r: r, ramp: true, gen: r.rampGen})
+		heap.Push(&s.queue, item{at: s.mono(at), r: r, ramp: true, gen: r.rampGen})
 	}
 }
 
@@ -537,7 +562,7 @@ func (s *Scheduler) report(e transition) {
 		lvl = slog.LevelWarn
 	}
 	s.log.Log(context.Background(), lvl, "real server health changed",
-		"virtual_server", e.sub.service, "real_server", e.sub.target.String(), "check", e.sub.id,
+		"virtual_server", e.sub.service, "real_server", e.target.String(), "check", e.sub.id,
 		"from", e.from.String(), "to", e.to.String(), "reason", e.st.Reason)
 	if len(e.notify) == 0 {
 		return
@@ -545,8 +570,8 @@ func (s *Scheduler) report(e transition) {
 	job := notifyJob{argv: e.notify, env: []string{
 		"IPVS_CHECK_ID=" + e.sub.id,
 		"IPVS_VIRTUAL_SERVER=" + e.sub.service,
-		"IPVS_RS_IP=" + e.sub.target.Addr().String(),
-		"IPVS_RS_PORT=" + strconv.Itoa(int(e.sub.target.Port())),
+		"IPVS_RS_IP=" + e.target.Addr().String(),
+		"IPVS_RS_PORT=" + strconv.Itoa(int(e.target.Port())),
 		"IPVS_OLD_STATE=" + e.from.String(),
 		"IPVS_NEW_STATE=" + e.to.String(),
 		"IPVS_REASON=" + e.st.Reason,

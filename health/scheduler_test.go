@@ -349,7 +349,7 @@ func TestSchedulerFirstRoundSpread(t *testing.T) {
 	now := h.clk.Now()
 	buckets := map[int64]int{}
 	for _, it := range h.s.queue {
-		off := it.at.Sub(now)
+		off := h.s.timeAt(it.at).Sub(now)
 		if off < 0 || off >= spec.Interval {
 			t.Fatalf("first check %v after set, outside one interval", off)
 		}
