@@ -135,13 +135,13 @@ type benchResult struct {
 
 func runLoad(b *testing.B, spec Spec, n int, warm, window time.Duration) benchResult {
 	port := startBenchServer(b, spec.Type)
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
 	checks := make([]Check, n)
 	for i, t := range benchTargets(n, port) {
 		checks[i] = Check{ID: "vs/" + t.String(), Target: t, Spec: spec}
 	}
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
 	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s.Set(checks)
 	checks = nil
