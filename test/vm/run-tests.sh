@@ -46,5 +46,22 @@ build_payload "$pl"
 rc=0
 boot_vm "$RUN" || rc=$?
 finish_run
+
+# One summary line per run for the CI log. Top-level tests only ("--- " at
+# the start of a line); a skip counts as a failure here: inside the VM every
+# test has what it needs, so a skip means something did not run.
+res=$RUN/results.log
+passed=$(grep -c '^--- PASS' "$res" || true)
+failed=$(grep '^--- FAIL' "$res" | awk '{print $3}' | xargs)
+skipped=$(grep '^--- SKIP' "$res" | awk '{print $3}' | xargs)
+log "summary: $passed passed; failed: ${failed:-none}; skipped: ${skipped:-none}"
+if [ -n "$skipped" ] && [ "${VMTEST_ALLOW_SKIP:-}" != 1 ]; then
+	log "skipped tests fail the run (VMTEST_ALLOW_SKIP=1 allows them)"
+	[ $rc != 0 ] || rc=1
+fi
+if [ "$passed" = 0 ] && [ $rc = 0 ]; then
+	log "no test passed: nothing ran (a -test.run that matches nothing?)"
+	rc=1
+fi
 log "VM tests finished with exit code $rc after $(($(date +%s) - start))s (logs: $RUN)"
 exit $rc
