@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -162,7 +163,21 @@ func toIPVSService(s model.Service) *ipvs.Service {
 	if out.Netmask == 0 {
 		out.Netmask = model.DefaultNetmask(s.Key.Family)
 	}
+	out.Netmask = netmaskWire(out.Netmask, s.Key.Family)
 	return out
+}
+
+// netmaskWire converts a persistence netmask between the model's form (an
+// IPv4 mask in host order, 0xffffff00 for /24; an IPv6 prefix length) and
+// the kernel's: the kernel reads an IPv4 mask as __be32 while moby/ipvs
+// sends and reads the attribute in host order, so IPv4 masks are
+// byte-swapped both ways. The prefix length of IPv6 is a plain number.
+// (Found in the VM: without it ipvsadm showed -M 0.255.255.255 for a /24.)
+func netmaskWire(m uint32, family uint16) uint32 {
+	if family == model.FamilyInet6 {
+		return m
+	}
+	return bits.ReverseBytes32(m)
 }
 
 func fromIPVSService(s *ipvs.Service) model.Service {
@@ -177,7 +192,7 @@ func fromIPVSService(s *ipvs.Service) model.Service {
 		Scheduler: s.SchedName,
 		Flags:     s.Flags &^ model.FlagHashed,
 		Timeout:   s.Timeout,
-		Netmask:   s.Netmask,
+		Netmask:   netmaskWire(s.Netmask, s.AddressFamily),
 	}
 }
 

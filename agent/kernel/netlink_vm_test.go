@@ -8,6 +8,8 @@ package kernel
 import (
 	"errors"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
@@ -88,6 +90,24 @@ func TestNetlinkRoundTrip(t *testing.T) {
 		d.Family = 0
 		if !d.SameAttrs(want) || d.Key != want.Key {
 			t.Errorf("%s: destination read back as %+v, want %+v", k, d, want)
+		}
+	}
+
+	// ipvsadm, which reads the kernel on its own, must see what we meant:
+	// a round trip through our own adapter cannot catch a byte-order slip.
+	out, err := exec.Command("ipvsadm", "-Sn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipvsadm -Sn: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"-A -t 203.0.113.80:80 -s sh -p 300 -M 255.255.255.0 -b sh-fallback,sh-port",
+		"-a -t 203.0.113.80:80 -r 198.18.7.1:80 -g -w 65535", // ipvsadm -S omits thresholds; read back above
+		"-A -u [2001:db8::80]:53 -s mh -o",
+		"-a -u [2001:db8::80]:53 -r [2001:db8:7::1]:5353 -m -w 3",
+		"-A -f 77 -s wrr",
+	} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("ipvsadm -Sn lacks %q:\n%s", want, out)
 		}
 	}
 
