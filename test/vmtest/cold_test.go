@@ -9,8 +9,9 @@ import (
 )
 
 // coldConfig has every kind of virtual server the agent must program:
-// tcp, udp, fwmark, IPv6, persistence, scheduler flags, and dr, tunnel and
-// nat real servers.
+// tcp, udp, sctp, fwmark, IPv6, persistence with netmask or prefix length,
+// scheduler flags, one-packet scheduling, thresholds, and dr, tunnel and nat
+// real servers.
 const coldConfig = `
 [[virtual_server]]
 name = "web"
@@ -43,6 +44,7 @@ address = "198.51.100.10:443"
 protocol = "udp"
 scheduler = "sh"
 scheduler_flags = ["sh-port"]
+one_packet = true
   [[virtual_server.real_server]]
   address = "198.18.0.11:443"
   [[virtual_server.real_server]]
@@ -65,11 +67,21 @@ name = "web6"
 address = "[2001:db8:a::10]:80"
 scheduler = "mh"
 scheduler_flags = ["mh-port"]
+persistence = "1m"
+persistence_netmask = 64
   [[virtual_server.real_server]]
   address = "[2001:db8:1::11]:80"
   [[virtual_server.real_server]]
   address = "[2001:db8:1::12]:80"
   weight = 2
+
+[[virtual_server]]
+name = "sctp"
+address = "192.0.2.13:3868"
+protocol = "sctp"
+scheduler = "lc"
+  [[virtual_server.real_server]]
+  address = "198.18.0.11:3868"
 
 [[virtual_server]]
 name = "sticky"
@@ -87,13 +99,15 @@ var coldTable = lines(`
 -a -t 192.0.2.10:80 -r 198.18.0.12:80 -i -w 50 --tun-type ipip
 -A -t 192.0.2.12:8080 -s rr
 -a -t 192.0.2.12:8080 -r 198.18.0.13:8080 -m -w 10
--A -u 198.51.100.10:443 -s sh -b sh-port
+-A -u 198.51.100.10:443 -s sh -o -b sh-port
 -a -u 198.51.100.10:443 -r 198.18.0.11:443 -g -w 1
 -a -u 198.51.100.10:443 -r 198.18.0.12:443 -g -w 1
 -A -f 10 -s rr -p 300
 -a -f 10 -r 198.18.0.11:0 -i -w 1 --tun-type ipip
 -a -f 10 -r 198.18.0.12:0 -i -w 1 --tun-type ipip
--A -t [2001:db8:a::10]:80 -s mh -b mh-port
+-A -t [2001:db8:a::10]:80 -s mh -p 60 -M 64 -b mh-port
+-A --sctp-service 192.0.2.13:3868 -s lc
+-a --sctp-service 192.0.2.13:3868 -r 198.18.0.11:3868 -g -w 1
 -a -t [2001:db8:a::10]:80 -r [2001:db8:1::11]:80 -g -w 1
 -a -t [2001:db8:a::10]:80 -r [2001:db8:1::12]:80 -g -w 2
 -A -t 203.0.113.10:443 -s wlc -p 300 -M 255.255.255.0
@@ -117,7 +131,7 @@ func TestColdStart(t *testing.T) {
 	_, writes, errs := s.startReady()
 	t.Logf("cold start: ready after %v", time.Since(start).Round(time.Millisecond))
 	checkTable(t, coldTable)
-	if want := 6 + 10; writes != want || errs != 0 {
+	if want := 7 + 11; writes != want || errs != 0 {
 		t.Errorf("start reconcile: writes=%d errors=%d, want writes=%d errors=0", writes, errs, want)
 	}
 	// Thresholds are not in ipvsadm -S output; read them from -L --thresholds.
