@@ -105,3 +105,58 @@ on_failure = "quiesce"
 	t.Logf("rs2 weight restored %v after its server came back", time.Since(restarted).Round(time.Millisecond))
 	a.stop(10 * time.Second)
 }
+
+// A restart while a real server is down keeps its weight at 0: the new
+// process has no verdict yet and must keep what the kernel has, not write
+// the configured weight and take it back a check later.
+func TestRestartKeepsHealthWeights(t *testing.T) {
+	resetKernel(t)
+	addVIP(t, "192.0.2.81")
+	s := newSetup(t)
+	s.write(`
+[[virtual_server]]
+name = "checked"
+address = "192.0.2.81:443"
+scheduler = "rr"
+  [virtual_server.check]
+  type = "tcp"
+  interval = "1s"
+  timeout = "500ms"
+  rise = 2
+  fall = 2
+  [[virtual_server.real_server]]
+  address = "198.18.0.11:443"
+  weight = 10
+  [[virtual_server.real_server]]
+  address = "198.18.0.13:443"
+  weight = 30
+`)
+	rs3 := reals[2]
+	rs3.stop(443)
+	t.Cleanup(func() { rs3.serve(443) })
+	a, _, _ := s.startReady()
+	down := lines(`
+-A -t 192.0.2.81:443 -s rr
+-a -t 192.0.2.81:443 -r 198.18.0.11:443 -g -w 10
+-a -t 192.0.2.81:443 -r 198.18.0.13:443 -g -w 0
+`)
+	waitTable(t, down, 10*time.Second)
+
+	watch := watchTable(t, down)
+	a.stop(10 * time.Second)
+	b := s.start()
+	writes, errs := b.reconciled(0, "start", 60*time.Second)
+	// Until the new process's checks have spoken, and a while after.
+	b.waitFor(0, "real server health changed", func(e logEntry) bool {
+		return e.str("real_server") == "198.18.0.13:443" && e.str("to") == "down"
+	}, 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if dev := watch(); len(dev) > 0 {
+		t.Errorf("the table changed across the restart (%d samples), first:\n%s", len(dev), dev[0])
+	}
+	if writes != 0 || errs != 0 {
+		t.Errorf("second start: writes=%d errors=%d, want 0 and 0", writes, errs)
+	}
+	assertTable(t, down)
+	b.stop(10 * time.Second)
+}
