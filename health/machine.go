@@ -39,7 +39,6 @@ const slowStartSteps = 10
 // takes the time as an argument, so it is table-tested with fabricated times.
 type machine struct {
 	since       time.Time
-	rampStart   time.Time // slow start is active while non-zero
 	reason      string
 	slowStart   time.Duration
 	agentFactor float64 // reported by the probe while passing
@@ -47,6 +46,9 @@ type machine struct {
 	rise, fall  int32
 	oks, fails  int32 // consecutive results of each kind
 	weight      int32
+	// ramping: slow start runs from since (the transition to Up) for
+	// slowStart; a flag rather than a time keeps the machine small.
+	ramping bool
 }
 
 func newMachine(s Spec, initial State, now time.Time) *machine {
@@ -83,11 +85,11 @@ func (m *machine) observe(now time.Time, r result) (transition, changed bool) {
 			m.to(Up, now, r.reason)
 		case Drain:
 			m.to(Up, now, r.reason)
-			m.startRamp(now)
+			m.startRamp()
 		case Down:
 			if m.oks >= m.rise {
 				m.to(Up, now, r.reason)
-				m.startRamp(now)
+				m.startRamp()
 			}
 		}
 	case maint:
@@ -113,24 +115,24 @@ func (m *machine) to(s State, now time.Time, reason string) {
 	if m.state != s {
 		m.state = s
 		m.since = now
-		m.rampStart = time.Time{}
+		m.ramping = false
 	}
 	m.reason = reason
 }
 
-func (m *machine) startRamp(now time.Time) {
+func (m *machine) startRamp() {
 	if m.slowStart > 0 {
-		m.rampStart = now
+		m.ramping = true
 	}
 }
 
 // rampFactor is slow start's share of the factor: 10% at the transition,
 // stepping to 100% at slowStart.
 func (m *machine) rampFactor(now time.Time) float64 {
-	if m.rampStart.IsZero() || m.state != Up {
+	if !m.ramping || m.state != Up {
 		return 1
 	}
-	el := now.Sub(m.rampStart)
+	el := now.Sub(m.since)
 	if el >= m.slowStart {
 		return 1
 	}
@@ -144,29 +146,20 @@ func (m *machine) rampFactor(now time.Time) float64 {
 
 // nextRamp is when the ramp factor next changes, or zero if it will not.
 func (m *machine) nextRamp(now time.Time) time.Time {
-	if m.rampStart.IsZero() || m.state != Up {
+	if !m.ramping || m.state != Up {
 		return time.Time{}
 	}
-	el := now.Sub(m.rampStart)
+	el := now.Sub(m.since)
 	if el >= m.slowStart {
 		return time.Time{}
 	}
 	step := m.slowStart / slowStartSteps
 	i := int(el / step)
-	next := m.rampStart.Add(time.Duration(i+1) * step)
+	next := m.since.Add(time.Duration(i+1) * step)
 	if i+1 >= slowStartSteps {
-		next = m.rampStart.Add(m.slowStart)
+		next = m.since.Add(m.slowStart)
 	}
 	return next
-}
-
-// tick advances the ramp clock; it reports whether the factor changed.
-func (m *machine) tick(now time.Time, prev float64) bool {
-	f := m.factor(now)
-	if !m.rampStart.IsZero() && !now.Before(m.rampStart.Add(m.slowStart)) {
-		m.rampStart = time.Time{}
-	}
-	return f != prev
 }
 
 func (m *machine) factor(now time.Time) float64 {

@@ -100,8 +100,8 @@ type Scheduler struct {
 	mu       sync.Mutex
 	specs    map[string]*specEntry // by Spec.Key()
 	nRunners int
-	subs     map[string]subEntry // by check ID
-	epoch    time.Time           // queue times are nanoseconds since epoch
+	subs     map[string]*runner // by check ID
+	epoch    time.Time          // queue times are nanoseconds since epoch
 	queue    itemHeap
 	pending  map[string]Status // undelivered OnChange calls
 	order    []string          // delivery order of pending
@@ -118,11 +118,6 @@ type Scheduler struct {
 type sub struct {
 	id, service string
 	port        uint16 // its real server's port; the address is the runner's
-}
-
-type subEntry struct {
-	r *runner
-	sub
 }
 
 func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.Addr(), sb.port) }
@@ -211,7 +206,7 @@ func NewScheduler(opts Options) *Scheduler {
 		notifyWake: make(chan struct{}, 1),
 		notifyQ:    make(chan notifyJob, notifyQueue),
 		specs:      map[string]*specEntry{},
-		subs:       map[string]subEntry{},
+		subs:       map[string]*runner{},
 		pending:    map[string]Status{},
 	}
 	if s.log == nil {
@@ -250,11 +245,19 @@ func (s *Scheduler) Set(checks []Check) {
 	// Index the running probes by identity for this reload only: keeping
 	// the index between reloads would cost ~100 bytes per real server.
 	prev := make(map[runnerKey]*runner, len(s.subs))
-	for _, e := range s.subs {
-		prev[e.r.key()] = e.r
+	oldSubs := make(map[string]sub, len(s.subs))
+	for _, r := range s.subs {
+		k := r.key()
+		if _, seen := prev[k]; seen {
+			continue
+		}
+		prev[k] = r
+		for _, sb := range r.subs {
+			oldSubs[sb.id] = sb
+		}
 	}
 	runners := make(map[runnerKey]*runner, len(checks))
-	subs := make(map[string]subEntry, len(checks))
+	subs := make(map[string]*runner, len(checks))
 	specs := make(map[string]*specEntry)
 	for _, c := range checks {
 		if _, dup := subs[c.ID]; dup {
@@ -281,13 +284,13 @@ func (s *Scheduler) Set(checks []Check) {
 			runners[k] = r
 		}
 		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port()}
-		if old, ok := s.subs[c.ID]; !ok || old.r != r || old.sub != sb {
+		if s.subs[c.ID] != r || oldSubs[c.ID] != sb {
 			st := r.m.status(c.ID, now)
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}
 		}
-		subs[c.ID] = subEntry{r: r, sub: sb}
+		subs[c.ID] = r
 		r.subs = append(r.subs, sb)
 	}
 	for k, r := range prev {
@@ -335,8 +338,8 @@ func (s *Scheduler) Statuses() map[string]Status {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
-	for id, e := range s.subs {
-		out[id] = e.r.m.status(id, now)
+	for id, r := range s.subs {
+		out[id] = r.m.status(id, now)
 	}
 	return out
 }
