@@ -55,15 +55,6 @@ var (
 	reals  []*node
 )
 
-func realByIP(ip string) *node {
-	for _, r := range reals {
-		if r.ip4 == ip || r.ip6 == ip {
-			return r
-		}
-	}
-	return nil
-}
-
 // sh runs a command line in the director's namespace and fails the test on error.
 func sh(t testing.TB, args ...string) string {
 	t.Helper()
