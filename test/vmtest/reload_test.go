@@ -67,6 +67,11 @@ address = "192.0.2.32:80"
 	if name, err := ask(long); err != nil || name != "rs1" {
 		t.Fatalf("long-lived connection answered by %q, %v; want rs1", name, err)
 	}
+	// The director's connection table: client -> VIP -> rs1, by direct routing.
+	wantConn := conn{"TCP", "ESTABLISHED", long.LocalAddr().String(), "192.0.2.30:80", "198.18.0.11:80"}
+	if e, ok := findConn(t, wantConn.client); !ok || e != wantConn {
+		t.Fatalf("connection entry %+v (found %v), want %+v", e, ok, wantConn)
+	}
 
 	// keep: rs1 unchanged, rs2 removed, rs3 added. change: scheduler rr->wlc,
 	// weight 1->7. gone: removed. new: added with one real server.
@@ -121,6 +126,9 @@ scheduler = "rr"
 	}
 	if name, err := ask(long); err != nil || name != "rs1" {
 		t.Errorf("long-lived connection after reload: %q, %v; want rs1 still answering", name, err)
+	}
+	if e, ok := findConn(t, wantConn.client); !ok || e != wantConn {
+		t.Errorf("connection entry after reload %+v (found %v), want %+v", e, ok, wantConn)
 	}
 	if name, err := who("192.0.2.33:80"); err != nil || name != "rs2" {
 		t.Errorf("new virtual server answered by %q, %v; want rs2", name, err)
