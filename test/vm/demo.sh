@@ -50,9 +50,13 @@ ipvsadm -Ln
 say "8 requests from the client namespace to http://192.0.2.10/"
 for n in 1 2 3 4 5 6 7 8; do
 	# busybox-static's wget crashes (static glibc); nc speaks HTTP/1.0 just as well.
-	printf 'request %d: ' $n
-	printf 'GET / HTTP/1.0\r\n\r\n' | ip netns exec client nc -w 5 192.0.2.10 80 | tail -1
+	answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | ip netns exec client nc -w 5 192.0.2.10 80 | tail -1)
+	echo "request $n: ${answer:-NO ANSWER}"
+	echo "$answer" >>/tmp/answers
 done
+# The demo fails loudly unless every request was answered, by more than one server.
+[ "$(grep -c 'hello from' /tmp/answers)" = 8 ] || { echo "demo FAILED: unanswered requests"; exit 1; }
+[ "$(sort -u /tmp/answers | wc -l)" -ge 2 ] || { echo "demo FAILED: one real server answered everything"; exit 1; }
 say "ipvsadm -Lnc (the director's connection table: client -> VIP -> real server)"
 ipvsadm -Lnc
 sleep 2 # the kernel folds per-CPU counters into these every 2 s
