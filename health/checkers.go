@@ -30,6 +30,21 @@ type checker interface {
 // newChecker validates the kind-specific fields of s and prepares what can
 // be prepared once (TLS config, regexp, user lookup).
 func newChecker(s Spec) (checker, error) {
+	c, err := newKindChecker(s)
+	if err != nil || s.WeightFile == "" {
+		return c, err
+	}
+	if s.Type == "file" {
+		return nil, errors.New("weight_file needs another check type (a file check reads file)")
+	}
+	f, err := newFileChecker(Spec{File: s.WeightFile})
+	if err != nil {
+		return nil, fmt.Errorf("weight_file: %w", err)
+	}
+	return overlayChecker{probe: c, file: f.(fileChecker)}, nil
+}
+
+func newKindChecker(s Spec) (checker, error) {
 	switch s.Type {
 	case "tcp":
 		return tcpChecker{}, nil
@@ -295,4 +310,30 @@ func deadlineOf(ctx context.Context) time.Time {
 		return dl
 	}
 	return time.Now().Add(time.Second)
+}
+
+// overlayChecker combines a probe with an operator's weight file.
+type overlayChecker struct {
+	probe checker
+	file  fileChecker
+}
+
+func (o overlayChecker) check(ctx context.Context, p probe) result {
+	r := o.probe.check(ctx, p)
+	f := o.file.check(ctx, p)
+	switch {
+	case f.outcome == drain || f.outcome == maint:
+		return f // the operator wins, whatever the probe says
+	case f.outcome == fail:
+		// A typo in the file must not take a healthy server down.
+		r.reason += "; weight_file ignored: " + f.reason
+	case r.outcome == pass:
+		if f.weight >= 0 {
+			r.weight = f.weight
+		}
+		if f.factor >= 0 {
+			r.factor = f.factor
+		}
+	}
+	return r
 }

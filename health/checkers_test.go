@@ -417,3 +417,40 @@ func TestAgent(t *testing.T) {
 }
 
 func x509MarshalKey(k any) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
+
+func TestWeightFileOverlay(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	target := addrOf(t, l.Addr())
+	dir := t.TempDir()
+	spec := Spec{Type: "tcp", WeightFile: dir + "/{port}"}
+	path := filepath.Join(dir, fmt.Sprint(target.Port()))
+	wantPass(t, runSpec(t, spec, target)) // missing: the probe decides
+	os.WriteFile(path, []byte("drain"), 0o644)
+	if r := runSpec(t, spec, target); r.outcome != drain {
+		t.Fatalf("drain file over a passing probe: %+v", r)
+	}
+	os.WriteFile(path, []byte("30%"), 0o644)
+	if r := runSpec(t, spec, target); r.outcome != pass || r.factor != 0.3 {
+		t.Fatalf("30%% file: %+v", r)
+	}
+	os.WriteFile(path, []byte("up"), 0o644)
+	wantFail(t, runSpec(t, spec, closedPort(t)), "connect") // "up" cannot revive a dead server
+	os.WriteFile(path, []byte("garbage"), 0o644)
+	wantPass(t, runSpec(t, spec, target))
+	if _, err := newChecker(Spec{Type: "file", File: "/x", WeightFile: "/y"}); err == nil {
+		t.Fatal("weight_file on a file check accepted")
+	}
+}

@@ -101,6 +101,7 @@ expect_answer = "2001:db8::1"`,
 command = ["/bin/true"]
 user = "nobody"`,
 		`type = "icmp"`,
+		"type = \"tcp\"\nweight_file = \"/run/ipvs-agent/weight/{addr}\"",
 		`type = "file"
 file = "/run/ipvs-agent/{ip}_{port}"`,
 		`type = "agent"
@@ -141,6 +142,7 @@ func TestConfigErrors(t *testing.T) {
 		{"type = \"exec\"\ncommand = [\"/bin/true\"]\nuser = \"no-such-user-xyz\"", "no-such-user-xyz"},
 		{`type = "file"`, "file"},
 		{`type = "agent"`, "needs port"},
+		{"type = \"tcp\"\nweight_file = \"rel/{ip}\"", "weight_file"},
 		{"type = \"udp\"\nsend = \"a\"\nsend_hex = \"00\"", "exclusive"},
 		{"type = \"udp\"\nsend_hex = \"zz\"", "send_hex"},
 	} {

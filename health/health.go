@@ -181,6 +181,14 @@ type Spec struct {
 	// state assumed when the file does not exist ("up" or "down").
 	File        string
 	FileMissing string
+
+	// WeightFile (any type but file) is an operator's override read after
+	// every probe, same template and content as File: "drain" or "down"
+	// take the server out at once whatever the probe says; a weight or
+	// percentage applies while the probe passes; missing or empty changes
+	// nothing. It lets an operator drain a server with one write while its
+	// real check keeps running.
+	WeightFile string
 }
 
 // Key is a canonical encoding of the spec, equal for equal specs. It is what

@@ -303,9 +303,7 @@ func (s *Scheduler) Set(checks []Check) {
 	}
 	for id := range s.subs {
 		if _, ok := subs[id]; !ok {
-			if _, ok := s.pending[id]; ok {
-				delete(s.pending, id)
-			}
+			delete(s.pending, id)
 		}
 	}
 	s.subs, s.specs, s.nRunners = subs, specs, len(runners)

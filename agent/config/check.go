@@ -60,6 +60,10 @@ type Check struct {
 	// file
 	File        *string `toml:"file"`         // path template: {ip}, {port}, {addr}
 	FileMissing *string `toml:"file_missing"` // up (default), down or drain
+
+	// any type but file: an operator override file, same template and
+	// content as file; drain/down win, weight/NN% apply while passing
+	WeightFile *string `toml:"weight_file"`
 }
 
 // Merge returns a new Check with c's set keys over parent's. Either may be
@@ -122,6 +126,7 @@ func (c *Check) Spec() (health.Spec, error) {
 		Command:       c.Command,
 		File:          str(c.File),
 		FileMissing:   str(c.FileMissing),
+		WeightFile:    str(c.WeightFile),
 	}
 	if s.Type == "" {
 		return s, errors.New("check: type is required (tcp, http, https, udp, dns, exec, icmp, file or agent)")
