@@ -467,7 +467,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	r := ReconcileResult{Reason: reason, Writes: len(res.Ops), Errors: len(failed)}
 	if reason != "resync" || r.Writes > 0 || r.Errors > 0 {
 		a.log.Info("reconciled", "reason", reason, "writes", r.Writes, "errors", r.Errors,
-			"virtual_servers", len(d.table), "duration", a.now().Sub(start).Round(time.Microsecond).String())
+			"conflicts", len(res.Conflicts), "virtual_servers", len(d.table), "duration", a.now().Sub(start).Round(time.Microsecond).String())
 	}
 	a.publish(d, res.Conflicts, r)
 	return nil
