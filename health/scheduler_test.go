@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -489,5 +490,76 @@ func TestSchedulerConfigErrorIsDown(t *testing.T) {
 	h.advanceUntil(100*time.Millisecond, "down", stateIs(h, "a", Down))
 	if st, _ := h.rec.last("a"); !strings.Contains(st.Reason, "unknown check type") {
 		t.Fatalf("reason %q", st.Reason)
+	}
+}
+
+func TestSchedulerReloadCancelsInFlight(t *testing.T) {
+	started := make(chan struct{}, 1)
+	block := checkerFunc(func(ctx context.Context, p probe) result {
+		started <- struct{}{}
+		<-ctx.Done()
+		return failed("cancelled")
+	})
+	h := newHarness(t)
+	h.s.newChecker = func(Spec) (checker, error) { return block, nil }
+	// The probe's timeout is real time (10 s); the schedule is fake.
+	spec := Spec{Type: "tcp", Interval: 10 * time.Second, Timeout: 10 * time.Second, Rise: 1, Fall: 1}
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: spec}})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "probe start", func() bool { return len(started) > 0 })
+	h.s.Set(nil)
+	deadline := time.Now().Add(2 * time.Second)
+	for h.s.Stats().InFlight != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("removed check's probe still in flight")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if len(h.s.Statuses()) != 0 || len(h.rec.all()) != 0 {
+		t.Fatalf("removed check reported: %v %v", h.s.Statuses(), h.rec.all())
+	}
+}
+
+// TestSchedulerConcurrentUse reloads and reads while probes run, for the
+// race detector.
+func TestSchedulerConcurrentUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := addrOf(t, l.Addr()).Port()
+	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), OnChange: func(Status) {}})
+	mk := func(n int, rise int) []Check {
+		var cs []Check
+		for i := range n {
+			cs = append(cs, Check{ID: "vs/" + strconv.Itoa(i), Target: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
+				Spec: Spec{Type: "tcp", Interval: 10 * time.Millisecond, Timeout: 5 * time.Millisecond, Rise: rise, Fall: 1}})
+		}
+		return cs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	for i := 0; ctx.Err() == nil; i++ {
+		s.Set(mk(10+i%7, 1+i%2))
+		_ = s.Statuses()
+		_ = s.Stats()
+		time.Sleep(5 * time.Millisecond)
+	}
+	<-done
+	if s.Stats().Checks == 0 {
+		t.Fatal("no checks ran")
 	}
 }
