@@ -368,7 +368,6 @@ func (a *Agent) observe() (model.Table, error) {
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
-		gone []model.ServiceKey
 	)
 	for lane, k := range a.kernels {
 		wg.Add(1)
@@ -379,11 +378,7 @@ func (a *Agent) observe() (model.Table, error) {
 				ds, err := k.Destinations(v.Key)
 				if err != nil {
 					mu.Lock()
-					if errors.Is(err, kernel.ErrNoService) {
-						gone = append(gone, v.Key) // deleted between the two reads
-					} else {
-						errs = append(errs, err)
-					}
+					errs = append(errs, err)
 					mu.Unlock()
 					continue
 				}
@@ -397,9 +392,6 @@ func (a *Agent) observe() (model.Table, error) {
 	wg.Wait()
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
-	}
-	for _, k := range gone {
-		delete(t, k)
 	}
 	return t, nil
 }

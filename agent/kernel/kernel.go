@@ -14,7 +14,8 @@ import (
 type IPVS interface {
 	// Services dumps every virtual server in the kernel, owned or not.
 	Services() ([]model.Service, error)
-	// Destinations lists one virtual server's real servers.
+	// Destinations lists one virtual server's real servers; for a service
+	// that does not exist it returns none and no error, as the kernel does.
 	Destinations(svc model.ServiceKey) ([]model.Destination, error)
 
 	AddService(svc model.Service) error

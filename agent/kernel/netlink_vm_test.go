@@ -6,7 +6,6 @@
 package kernel
 
 import (
-	"errors"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -130,39 +129,10 @@ func TestNetlinkRoundTrip(t *testing.T) {
 
 func TestNetlinkErrors(t *testing.T) {
 	n := openForTest(t)
-	s := model.Service{Key: model.ServiceKey{Family: model.FamilyInet, Protocol: model.ProtoTCP, Addr: netip.MustParseAddr("203.0.113.81"), Port: 80}, Scheduler: "rr"}
-	cleanup(t, n, s.Key)
-	d := model.Destination{Key: model.DestKey{Addr: netip.MustParseAddr("198.18.7.9"), Port: 80}, Weight: 1, Forward: model.ForwardDR}
-
-	if err := n.DeleteService(s.Key); !errors.Is(err, ErrNoService) {
-		t.Errorf("delete missing service: %v, want ErrNoService", err)
-	}
-	if err := n.AddDestination(s.Key, d); !errors.Is(err, ErrNoService) {
-		t.Errorf("add destination to missing service: %v, want ErrNoService", err)
-	}
-	if err := n.AddService(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.AddService(s); !errors.Is(err, ErrExists) {
-		t.Errorf("add service twice: %v, want ErrExists", err)
-	}
-	if err := n.DeleteDestination(s.Key, d.Key); !errors.Is(err, ErrNoDest) {
-		t.Errorf("delete missing destination: %v, want ErrNoDest", err)
-	}
-	if err := n.UpdateDestination(s.Key, d); !errors.Is(err, ErrNoDest) {
-		t.Errorf("update missing destination: %v, want ErrNoDest", err)
-	}
-	if err := n.AddDestination(s.Key, d); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.AddDestination(s.Key, d); !errors.Is(err, ErrExists) {
-		t.Errorf("add destination twice: %v, want ErrExists", err)
-	}
-	bad := s
-	bad.Key.Port = 81
-	bad.Scheduler = "nosuch"
-	cleanup(t, n, bad.Key)
-	if err := n.AddService(bad); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("unknown scheduler: %v, want ErrUnsupported", err)
-	}
+	t.Cleanup(func() {
+		for _, k := range errorSemanticsKeys() {
+			_ = n.DeleteService(k)
+		}
+	})
+	testErrorSemantics(t, n)
 }
