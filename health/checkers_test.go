@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -453,4 +454,23 @@ func TestWeightFileOverlay(t *testing.T) {
 	if _, err := newChecker(Spec{Type: "file", File: "/x", WeightFile: "/y"}); err == nil {
 		t.Fatal("weight_file on a file check accepted")
 	}
+}
+
+func TestExecClearsGroups(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("switching user needs root")
+	}
+	// Give this (root) test process a supplementary group for the
+	// duration, so there is something to leak.
+	old, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setgroups([]int{4242}); err != nil {
+		t.Skipf("setgroups: %v", err)
+	}
+	defer syscall.Setgroups(old)
+	target := netip.MustParseAddrPort("127.0.0.1:80")
+	wantPass(t, runSpec(t, Spec{Type: "exec", User: "nobody", Shell: true,
+		Command: []string{`for g in $(id -G); do test "$g" != 4242 || exit 1; done`}}, target))
 }

@@ -38,7 +38,30 @@ func lookupCred(name string) (*cred, error) {
 	if int(uid) == os.Getuid() && int(gid) == os.Getgid() {
 		return nil, nil
 	}
-	return &cred{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+	if os.Geteuid() != 0 && !canSetID() {
+		return nil, fmt.Errorf("user %q: switching user needs root or CAP_SETUID and CAP_SETGID, "+
+			"and the agent runs as uid %d without them; set user to the agent's own user", name, os.Geteuid())
+	}
+	// Groups left empty (NoSetGroups false) clears the supplementary
+	// groups: the command must not inherit root's.
+	return &cred{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// canSetID reports whether this process holds CAP_SETUID and CAP_SETGID,
+// read from /proc so no capability library is needed.
+func canSetID() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			const setgid, setuid = 1 << 6, 1 << 7
+			return err == nil && caps&setgid != 0 && caps&setuid != 0
+		}
+	}
+	return false
 }
 
 // limitedBuffer keeps the first n bytes written and discards the rest, so a
