@@ -81,6 +81,23 @@ func (h *harness) reconcile(reason string, full bool) ReconcileResult {
 	return h.agent.View().LastResult
 }
 
+// runThenStop runs the agent until its first reconcile is published, then
+// stops it the way SIGTERM does.
+func (h *harness) runThenStop() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.agent.Run(ctx, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.agent.View() == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func svcKey(s string) model.ServiceKey {
 	ap := netip.MustParseAddrPort(s)
 	fam := model.FamilyInet
@@ -484,17 +501,7 @@ func TestCleanupOnExit(t *testing.T) {
 	foreign := model.Service{Key: svcKey("203.0.113.1:80"), Scheduler: "rr"}
 	_ = fake.AddService(foreign)
 	h := newHarness(t, t.TempDir(), fake, strings.Replace(base, "[agent]\n", "[agent]\ncleanup_on_exit = true\n", 1))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- h.agent.Run(ctx, nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.agent.View() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	h.runThenStop()
 	snap := fake.Snapshot()
 	if len(snap) != 1 || snap[foreign.Key] == nil {
 		t.Fatalf("cleanup_on_exit: %s", dump(snap))
@@ -503,17 +510,7 @@ func TestCleanupOnExit(t *testing.T) {
 
 func TestLeaveStateOnExitByDefault(t *testing.T) {
 	h := newHarness(t, t.TempDir(), nil, base)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- h.agent.Run(ctx, nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.agent.View() == nil && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	h.runThenStop()
 	if len(h.fake.Snapshot()) != 2 {
 		t.Fatal("kernel state removed on exit")
 	}

@@ -375,14 +375,7 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		svc.Flags |= model.FlagOnePacket
 	}
 
-	fwd := model.ForwardDR
-	if r.Forwarding != nil {
-		f, known := forwardings[*r.Forwarding]
-		if !known {
-			v.problem(path+".forwarding", "unknown forwarding %q (dr, nat or tunnel)", *r.Forwarding)
-		}
-		fwd = f
-	}
+	fwd := v.forwarding(path+".forwarding", r.Forwarding, model.ForwardDR)
 	if r.OnFailure != nil {
 		switch *r.OnFailure {
 		case "quiesce", "remove":
@@ -415,14 +408,7 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			v.problem(rpath, "real server needs an address")
 			continue
 		}
-		f := fwd
-		if rr.Forwarding != nil {
-			ff, known := forwardings[*rr.Forwarding]
-			if !known {
-				v.problem(rpath+".forwarding", "unknown forwarding %q (dr, nat or tunnel)", *rr.Forwarding)
-			}
-			f = ff
-		}
+		f := v.forwarding(rpath+".forwarding", rr.Forwarding, fwd)
 		d, good := v.dest(rpath+".address", *rr.Address, f, svc.Key)
 		if good {
 			if prev, dup := seen[d.Key]; dup {
@@ -472,6 +458,18 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		vs.RealServers = append(vs.RealServers, rs)
 	}
 	return vs, ok
+}
+
+func (v *validator) forwarding(path string, s *string, def uint32) uint32 {
+	if s == nil {
+		return def
+	}
+	f, known := forwardings[*s]
+	if !known {
+		v.problem(path, "unknown forwarding %q (dr, nat or tunnel)", *s)
+		return def
+	}
+	return f
 }
 
 // dest validates a real server (or sorry server) address against its
