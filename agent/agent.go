@@ -68,6 +68,7 @@ type Agent struct {
 	statuses  map[string]health.Status
 	drains    map[plan.DestRef]draining
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
+	quorum    map[string]bool           // virtual servers below quorum, as last logged
 
 	pendingMu sync.Mutex
 	pending   map[string]health.Status
@@ -112,6 +113,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		statuses:  map[string]health.Status{},
 		drains:    map[plan.DestRef]draining{},
 		conflicts: map[model.ServiceKey]bool{},
+		quorum:    map[string]bool{},
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
 	}
@@ -412,6 +414,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		a.pruneDrains()
 	}
 	d := buildDesired(a.cfg, a.statuses, a.drains)
+	a.logQuorum(d)
 	res := plan.Plan(plan.Input{Desired: d.table, Observed: a.observed, Owned: a.owned, Adopt: d.adopt, KeepWeight: d.keepWeight})
 	for _, key := range res.Conflicts {
 		if !a.conflicts[key] {
@@ -463,6 +466,22 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	}
 	a.publish(d, res.Conflicts, r)
 	return nil
+}
+
+// logQuorum logs each virtual server that falls below its quorum or
+// regains it, once per change.
+func (a *Agent) logQuorum(d desired) {
+	for name := range d.quorumLost {
+		if !a.quorum[name] {
+			a.log.Warn("virtual server below quorum", "virtual_server", name, "healthy", d.healthy[name])
+		}
+	}
+	for name := range a.quorum {
+		if !d.quorumLost[name] {
+			a.log.Info("virtual server quorum restored", "virtual_server", name, "healthy", d.healthy[name])
+		}
+	}
+	a.quorum = d.quorumLost
 }
 
 func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResult) {

@@ -573,3 +573,28 @@ func BenchmarkColdApply1000x10(b *testing.B) {
 		}
 	}
 }
+
+func TestQuorum(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("quorum = 2", ""))
+	h.reconcile("start", true)
+	if h.agent.View().QuorumLost["web"] {
+		t.Fatal("quorum lost at start, before any verdict")
+	}
+	h.agent.OnHealth(health.Status{ID: "web/198.18.0.1:80", State: health.Down, Weight: -1})
+	h.agent.takeVerdicts()
+	h.reconcile("health", false)
+	if v := h.agent.View(); !v.QuorumLost["web"] || v.Healthy["web"] != 1 {
+		t.Fatalf("quorum: lost=%v healthy=%d", v.QuorumLost, v.Healthy["web"])
+	}
+	h.agent.OnHealth(health.Status{ID: "web/198.18.0.1:80", State: health.Up, Factor: 1, Weight: -1})
+	h.agent.takeVerdicts()
+	h.reconcile("health", false)
+	if h.agent.View().QuorumLost["web"] {
+		t.Fatal("quorum not restored")
+	}
+	for _, want := range []string{"below quorum", "quorum restored"} {
+		if strings.Count(h.logs.String(), want) != 1 {
+			t.Errorf("want one %q line:\n%s", want, h.logs)
+		}
+	}
+}
