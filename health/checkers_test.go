@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -473,4 +474,57 @@ func TestExecClearsGroups(t *testing.T) {
 	target := netip.MustParseAddrPort("127.0.0.1:80")
 	wantPass(t, runSpec(t, Spec{Type: "exec", User: "nobody", Shell: true,
 		Command: []string{`for g in $(id -G); do test "$g" != 4242 || exit 1; done`}}, target))
+}
+
+// TestICMPSocketKinds covers the two paths root does not take on a default
+// host: the unprivileged ping socket (allowed by ping_group_range) and the
+// error without CAP_NET_RAW. Each runs TestICMPInner in a fresh network
+// namespace, where ping_group_range can be set without touching the host's.
+func TestICMPSocketKinds(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	for _, tool := range []string{"unshare", "setpriv", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	for mode, argv := range map[string][]string{
+		"dgram": {"unshare", "--net", "sh", "-c",
+			`ip link set lo up && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range && exec "$0" -test.run '^TestICMPInner$' -test.v`, os.Args[0]},
+		"nocap": {"unshare", "--net", "setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", "sh", "-c",
+			`ip link set lo up && exec "$0" -test.run '^TestICMPInner$' -test.v`, os.Args[0]},
+	} {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "HEALTH_ICMP_INNER="+mode)
+		out, err := cmd.CombinedOutput()
+		if strings.Contains(string(out), "Operation not permitted") && strings.Contains(string(out), "unshare") {
+			t.Skipf("cannot create a network namespace here: %s", out)
+		}
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestICMPInner") {
+			t.Fatalf("%s: %v\n%s", mode, err, out)
+		}
+	}
+}
+
+func TestICMPInner(t *testing.T) {
+	mode := os.Getenv("HEALTH_ICMP_INNER")
+	if mode == "" {
+		t.Skip("run by TestICMPSocketKinds")
+	}
+	lo := netip.MustParseAddrPort("127.0.0.1:0")
+	switch mode {
+	case "dgram":
+		pc, dgram, err := openICMP(false)
+		if err != nil || !dgram {
+			t.Fatalf("ping socket: dgram=%v err=%v", dgram, err)
+		}
+		pc.Close()
+		wantPass(t, runSpec(t, Spec{Type: "icmp"}, lo))
+		if _, err := os.Stat("/proc/net/if_inet6"); err == nil {
+			wantPass(t, runSpec(t, Spec{Type: "icmp"}, netip.MustParseAddrPort("[::1]:0")))
+		}
+	case "nocap":
+		wantFail(t, runSpec(t, Spec{Type: "icmp"}, lo), "CAP_NET_RAW")
+	}
 }
