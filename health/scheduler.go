@@ -557,15 +557,21 @@ func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	}
 }
 
+// report logs a transition and queues its notify command. A first verdict
+// of "up" (unknown -> up) is only logged at debug level and notifies
+// nobody: at start-up it is every server at once, and nothing changed.
 func (s *Scheduler) report(e transition) {
 	lvl := slog.LevelInfo
-	if e.to == Down {
+	switch {
+	case e.to == Down:
 		lvl = slog.LevelWarn
+	case e.from == Unknown && e.to == Up:
+		lvl = slog.LevelDebug
 	}
 	s.log.Log(context.Background(), lvl, "real server health changed",
 		"virtual_server", e.sub.service, "real_server", e.target.String(), "check", e.sub.id,
 		"from", e.from.String(), "to", e.to.String(), "reason", e.st.Reason)
-	if len(e.notify) == 0 {
+	if len(e.notify) == 0 || lvl == slog.LevelDebug {
 		return
 	}
 	job := notifyJob{argv: e.notify, env: []string{

@@ -408,9 +408,20 @@ func TestSchedulerNotify(t *testing.T) {
 	h.fc.set(rsA, failed("refused"))
 	spec := tcpSpec()
 	spec.Notify = []string{"/bin/sh", "-c", `echo "$IPVS_CHECK_ID $IPVS_VIRTUAL_SERVER $IPVS_RS_IP $IPVS_RS_PORT $IPVS_OLD_STATE $IPVS_NEW_STATE $IPVS_REASON" >> ` + out}
-	h.s.Set([]Check{{ID: "web/a", Service: "web", Target: rsA, Spec: spec}})
+	// web/b's first verdict is "up": logged at debug level, not notified.
+	h.fc.set(rsB, passed("ok"))
+	h.s.Set([]Check{{ID: "web/a", Service: "web", Target: rsA, Spec: spec}, {ID: "web/b", Service: "web", Target: rsB, Spec: spec}})
 	h.run()
 	want := "web/a web 127.0.0.10 80 unknown down refused\n"
+	defer func() {
+		// Recovery notifies; it needs rise = 2 passes.
+		h.fc.set(rsA, passed("ok"))
+		want += "web/a web 127.0.0.10 80 down up ok\n"
+		h.advanceUntil(100*time.Millisecond, "recovery notify", func() bool {
+			b, _ := os.ReadFile(out)
+			return string(b) == want
+		})
+	}()
 	h.advanceUntil(100*time.Millisecond, "notify ran", func() bool {
 		b, _ := os.ReadFile(out)
 		return string(b) == want
