@@ -213,3 +213,19 @@ func BenchmarkHTTP10k(b *testing.B) {
 	spec := Spec{Type: "http", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, ExpectBody: "ok"}
 	runLoad(b, spec, 10000, 3*time.Second, 8*time.Second)
 }
+
+// BenchmarkSet50k: one reload of 50,000 checks into a scheduler already
+// holding them (the lock is held meanwhile, so probes completing wait).
+func BenchmarkSet50k(b *testing.B) {
+	spec := Spec{Type: "http", Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, Path: "/healthz", ExpectStatus: []StatusRange{{200, 299}}}
+	checks := make([]Check, 50000)
+	for i, t := range benchTargets(50000, 80) {
+		checks[i] = Check{ID: "vs/" + t.String(), Target: t, Spec: spec}
+	}
+	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Set(checks)
+	b.ResetTimer()
+	for range b.N {
+		s.Set(checks)
+	}
+}

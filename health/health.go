@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -201,8 +202,24 @@ func (s Spec) Key() string {
 	return string(b)
 }
 
-// Equal reports whether two specs describe the same check.
-func (s Spec) Equal(o Spec) bool { return s.Key() == o.Key() }
+// Equal reports whether two specs describe the same check. It is Key()
+// equality without the encoding, for the reload path that compares 50,000
+// specs; TestSpecEqualCoversEveryField keeps the two in step.
+func (s Spec) Equal(o Spec) bool {
+	return s.Type == o.Type && s.Interval == o.Interval && s.Timeout == o.Timeout &&
+		s.Rise == o.Rise && s.Fall == o.Fall && s.Port == o.Port && s.SlowStart == o.SlowStart &&
+		slices.Equal(s.Notify, o.Notify) &&
+		s.Method == o.Method && s.Path == o.Path && s.Host == o.Host &&
+		slices.Equal(s.ExpectStatus, o.ExpectStatus) &&
+		s.ExpectBody == o.ExpectBody && s.BodyRegex == o.BodyRegex && s.MaxBody == o.MaxBody &&
+		s.TLSServerName == o.TLSServerName && s.TLSVerify == o.TLSVerify &&
+		s.CAFile == o.CAFile && s.CertFile == o.CertFile && s.KeyFile == o.KeyFile &&
+		s.Send == o.Send && s.Expect == o.Expect &&
+		s.QueryName == o.QueryName && s.QueryType == o.QueryType &&
+		s.ExpectRcode == o.ExpectRcode && s.ExpectAnswer == o.ExpectAnswer &&
+		slices.Equal(s.Command, o.Command) && s.Shell == o.Shell && s.User == o.User &&
+		s.File == o.File && s.FileMissing == o.FileMissing && s.WeightFile == o.WeightFile
+}
 
 // probeTarget is where the probe goes: the real server, with Spec.Port
 // replacing its port when set.

@@ -1,6 +1,8 @@
 package health
 
 import (
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -181,6 +183,53 @@ func TestParseFileContent(t *testing.T) {
 		r := parseFileContent("/f", tc.content)
 		if r.outcome != tc.outcome || r.weight != tc.weight || r.factor != tc.factor {
 			t.Errorf("%q: got %v w=%d f=%v, want %v w=%d f=%v", tc.content, r.outcome, r.weight, r.factor, tc.outcome, tc.weight, tc.factor)
+		}
+	}
+}
+
+// TestSpecEqualCoversEveryField changes each field of a Spec in turn and
+// checks that Equal and Key both notice, so a field added to Spec but
+// forgotten in Equal fails here.
+func TestSpecEqualCoversEveryField(t *testing.T) {
+	base := Spec{Type: "http", Interval: time.Second, Notify: []string{"a"}, ExpectStatus: []StatusRange{{200, 299}}, Command: []string{"x"}}
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		mod := base
+		mod.Notify = slices.Clone(base.Notify)
+		mod.ExpectStatus = slices.Clone(base.ExpectStatus)
+		mod.Command = slices.Clone(base.Command)
+		if !mod.Equal(base) || mod.Key() != base.Key() {
+			t.Fatal("a copy is not equal")
+		}
+		f := reflect.ValueOf(&mod).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "!")
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Uint16:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Slice:
+			if f.Len() == 0 {
+				t.Fatalf("field %s: give base a value", v.Type().Field(i).Name)
+			}
+			e := f.Index(0)
+			switch e.Kind() {
+			case reflect.String:
+				e.SetString(e.String() + "!")
+			case reflect.Struct:
+				e.Field(0).SetInt(e.Field(0).Int() + 1)
+			}
+		default:
+			t.Fatalf("field %s: kind %v not handled by this test", v.Type().Field(i).Name, f.Kind())
+		}
+		if mod.Equal(base) {
+			t.Errorf("Equal ignores field %s", v.Type().Field(i).Name)
+		}
+		if mod.Key() == base.Key() {
+			t.Errorf("Key ignores field %s", v.Type().Field(i).Name)
 		}
 	}
 }

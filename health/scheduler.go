@@ -259,12 +259,19 @@ func (s *Scheduler) Set(checks []Check) {
 	runners := make(map[runnerKey]*runner, len(checks))
 	subs := make(map[string]*runner, len(checks))
 	specs := make(map[string]*specEntry)
-	for _, c := range checks {
+	var lastSpec *Spec // neighbours usually share a spec: skip encoding it
+	var lastKey string
+	for i := range checks {
+		c := &checks[i]
 		if _, dup := subs[c.ID]; dup {
 			s.log.Error("duplicate health check ID ignored", "check", c.ID)
 			continue
 		}
-		sk := c.Spec.Key()
+		sk := lastKey
+		if lastSpec == nil || !lastSpec.Equal(c.Spec) {
+			sk = c.Spec.Key()
+			lastSpec, lastKey = &c.Spec, sk
+		}
 		se := specs[sk]
 		if se == nil {
 			if se = s.specs[sk]; se == nil {
@@ -278,7 +285,7 @@ func (s *Scheduler) Set(checks []Check) {
 		if r == nil {
 			r = prev[k]
 			if r == nil {
-				r = s.newRunner(c, se, now)
+				r = s.newRunner(*c, se, now)
 			}
 			r.subs = r.subs[:0]
 			runners[k] = r
