@@ -96,9 +96,6 @@ func errReason(prefix string, err error) string {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return prefix + ": timeout"
 		}
-		if oe.Op == "dial" {
-			prefix = "connect"
-		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return prefix + ": timeout"

@@ -240,11 +240,24 @@ func (c Check) dedupeTarget() netip.AddrPort {
 	return c.probeTarget()
 }
 
+// Defaults the scheduler falls back to when handed a spec that fails
+// Validate (the config package applies its own, equal, defaults first).
+const (
+	DefaultInterval = 2 * time.Second
+	DefaultTimeout  = time.Second
+)
+
 // Validate reports the first problem that would stop the spec from running:
 // unknown type, missing kind-specific fields, bad regexp, unreadable TLS
 // files, unknown user. The config package calls it so mistakes surface at
 // load time rather than as a permanently down server.
 func (s Spec) Validate() error {
+	_, err := s.prepare()
+	return err
+}
+
+// validTiming checks the fields every kind uses.
+func (s Spec) validTiming() error {
 	if s.Interval <= 0 {
 		return fmt.Errorf("interval must be positive, got %v", s.Interval)
 	}
@@ -266,6 +279,13 @@ func (s Spec) Validate() error {
 	if len(s.Notify) > 0 && s.Notify[0] == "" {
 		return fmt.Errorf("notify: empty command")
 	}
-	_, err := newChecker(s)
-	return err
+	return nil
+}
+
+// prepare validates s and builds its checker.
+func (s Spec) prepare() (checker, error) {
+	if err := s.validTiming(); err != nil {
+		return nil, err
+	}
+	return newChecker(s)
 }

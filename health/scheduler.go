@@ -225,7 +225,7 @@ func NewScheduler(opts Options) *Scheduler {
 		s.lateAfter = DefaultLateAfter
 	}
 	if s.newChecker == nil {
-		s.newChecker = newChecker
+		s.newChecker = Spec.prepare
 	}
 	n := opts.MaxInFlight
 	if n <= 0 {
@@ -277,6 +277,11 @@ func (s *Scheduler) Set(checks []Check) {
 			if se = s.specs[sk]; se == nil {
 				se = &specEntry{spec: c.Spec}
 				se.chk, se.err = s.newChecker(c.Spec)
+				if se.err != nil {
+					// Reported as down with the error as reason; keep
+					// the schedule sane whatever the spec says.
+					se.spec.Interval, se.spec.Timeout = DefaultInterval, DefaultTimeout
+				}
 			}
 			specs[sk] = se
 		}

@@ -574,3 +574,21 @@ func TestSchedulerConcurrentUse(t *testing.T) {
 		t.Fatal("no checks ran")
 	}
 }
+
+func TestSchedulerInvalidSpecDoesNotSpin(t *testing.T) {
+	rec := &recorder{}
+	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), OnChange: rec.add})
+	s.Set([]Check{{ID: "a", Target: rsA, Spec: Spec{Type: "tcp"}}}) // no interval, timeout, rise, fall
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	s.Run(ctx)
+	if n := s.Stats().Checks; n > 2 {
+		t.Fatalf("%d checks in 300ms for an invalid spec: spinning", n)
+	}
+	if st := s.Statuses()["a"]; st.State == Up {
+		t.Fatalf("invalid spec is up: %+v", st)
+	}
+	if st, ok := rec.last("a"); ok && !strings.Contains(st.Reason, "interval must be positive") {
+		t.Fatalf("reason %q", st.Reason)
+	}
+}
