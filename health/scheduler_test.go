@@ -429,7 +429,7 @@ func TestSchedulerNotify(t *testing.T) {
 }
 
 func TestSchedulerStopsCleanly(t *testing.T) {
-	g0 := runtime.NumGoroutine()
+	g0, f0 := runtime.NumGoroutine(), openFDs(t)
 	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))})
 	spec := Spec{Type: "tcp", Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1}
 	var checks []Check
@@ -451,7 +451,7 @@ func TestSchedulerStopsCleanly(t *testing.T) {
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Run returned %v", err)
 	}
-	settle(t, g0, 1<<30)
+	settle(t, g0, f0)
 	for id, st := range s.Statuses() {
 		if st.State != Down {
 			t.Fatalf("%s: %+v (port should be closed)", id, st)
