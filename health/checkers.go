@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -254,7 +255,9 @@ func expandPath(tmpl string, rs netip.AddrPort) string {
 
 func (f fileChecker) check(ctx context.Context, p probe) result {
 	path := expandPath(f.path, p.rs)
-	fh, err := os.Open(path)
+	// O_NONBLOCK: a FIFO put there by mistake must not hang the check
+	// (and an OS thread) forever; then only regular files are read.
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return f.missing
 	}
@@ -262,6 +265,9 @@ func (f fileChecker) check(ctx context.Context, p probe) result {
 		return failed(errReason("file", err))
 	}
 	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return failed(fmt.Sprintf("file %s: not a regular file", path))
+	}
 	b, err := io.ReadAll(io.LimitReader(fh, maxFileRead))
 	if err != nil {
 		return failed(errReason("file", err))

@@ -372,6 +372,11 @@ func TestFile(t *testing.T) {
 	if r := runSpec(t, spec, target); r.outcome != maint {
 		t.Fatalf("missing with file_missing=down: %+v", r)
 	}
+	// A FIFO must not block the check.
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantFail(t, runSpec(t, spec, target), "not a regular file")
 	if _, err := newChecker(Spec{Type: "file", File: "relative/{ip}"}); err == nil {
 		t.Fatal("relative path accepted")
 	}
