@@ -7,6 +7,25 @@
 // probe on a short-lived goroutine bounded by a semaphore, so the number of
 // real servers configured costs memory for their state only, not a blocked
 // goroutine or thread each.
+//
+// The state machine, per distinct probe (target + spec):
+//
+//   - Unknown (the usual initial state) takes the first result as verdict:
+//     pass -> Up at full weight (no slow start: the server was serving),
+//     fail -> Down.
+//   - Up -> Down after Fall consecutive failures; Down -> Up after Rise
+//     consecutive passes, then slow start ramps Factor from 0.1 to 1 in
+//     ten steps over SlowStart.
+//   - "drain" from a file or agent check -> Drain at once; "down"/"maint"
+//     from them -> Down at once. A pass leaves Drain at once.
+//   - An agent check's percentage and a file check's weight or percentage
+//     ride on passing results (Factor, Weight).
+//
+// Timing: the first check of a new probe is placed uniformly at random
+// within one interval; each next one is due one interval (±Jitter, 10% by
+// default) after the previous was due. Probes started more than LateAfter
+// late are counted (Stats.Late) and logged as "falling behind", at most once
+// per 10 s.
 package health
 
 import (
