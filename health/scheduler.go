@@ -67,7 +67,7 @@ type Options struct {
 	// scheduler falling behind.
 	LateAfter time.Duration
 
-	// newChecker replaces newChecker in tests.
+	// newChecker replaces Spec.prepare in tests.
 	newChecker func(Spec) (checker, error)
 }
 
@@ -372,7 +372,7 @@ func (s *Scheduler) Stats() Stats {
 }
 
 // Run drives the checks until ctx ends, then waits for probes in flight to
-// be cancelled and returns ctx.Err().
+// be cancelled and returns ctx.Err(). Call it once per Scheduler.
 func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
