@@ -153,7 +153,7 @@ func TestHostileTargets(t *testing.T) {
 				if r.outcome == pass && !legit {
 					t.Errorf("%s server, %s check: passed (%s)", name, spec.Type, r.reason)
 				}
-				if el > timeout+500*time.Millisecond {
+				if el > timeout+2*time.Second { // bounded, with room for a loaded CI machine
 					t.Errorf("%s server, %s check: took %v, timeout %v", name, spec.Type, el, timeout)
 				}
 			}
