@@ -1,6 +1,10 @@
 package health
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -185,5 +189,51 @@ func TestHostileTargets(t *testing.T) {
 	for _, h := range hs {
 		h.stop()
 	}
+	settle(t, g0, f0)
+}
+
+// TestSchedulerHostileNoLeak runs the scheduler itself against hostile
+// targets, reloads mid-flight and stops: every socket and goroutine it
+// opened must be gone.
+func TestSchedulerHostileNoLeak(t *testing.T) {
+	g0, f0 := runtime.NumGoroutine(), openFDs(t)
+	silent := startHostile(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	firehose := startHostile(t, func(c net.Conn) {
+		chunk := []byte(strings.Repeat("z", 4096))
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	spec := Spec{Type: "http", Interval: 60 * time.Millisecond, Timeout: 50 * time.Millisecond, Rise: 1, Fall: 1}
+	tlsSpec := spec
+	tlsSpec.Type = "https"
+	var checks []Check
+	for i, target := range []netip.AddrPort{silent.addr(t), firehose.addr(t)} {
+		for j, sp := range []Spec{spec, tlsSpec} {
+			checks = append(checks, Check{ID: fmt.Sprint(i, j), Target: target, Spec: sp})
+		}
+	}
+	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Set(checks)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Checks < 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Set(checks[:1]) // cancels whatever the others have in flight
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	<-done
+	for id, st := range s.Statuses() {
+		if st.State == Up {
+			t.Errorf("%s is up against a hostile target", id)
+		}
+	}
+	silent.stop()
+	firehose.stop()
 	settle(t, g0, f0)
 }
