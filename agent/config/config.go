@@ -400,6 +400,10 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 	}
 
 	vsCheck := r.Check.Merge(defCheck)
+	var (
+		vsSpec     *health.Spec
+		vsSpecDone bool
+	)
 	seen := map[model.DestKey]string{}
 	for j := range r.RealServers {
 		rpath := fmt.Sprintf("%s.real_server[%d]", path, j)
@@ -443,16 +447,33 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			continue // its other keys are checked above; its check needs an address
 		}
 		rs := RealServer{Dest: d}
-		if c := rr.Check.Merge(vsCheck); c != nil {
-			spec, err := c.Spec()
+		switch {
+		case rr.Check != nil:
+			spec, err := rr.Check.Merge(vsCheck).Spec()
 			if err != nil {
-				cpath := rpath + ".check"
-				if rr.Check == nil {
-					cpath = path + ".check"
-				}
-				v.problem(cpath, "check for real server %s: %v", d.Key, err)
+				v.problem(rpath+".check", "check for real server %s: %v", d.Key, err)
 			} else {
 				rs.Check = &spec
+			}
+		case vsCheck != nil:
+			// The virtual server's check, shared by its real servers: built
+			// and reported once, not once per real server.
+			if !vsSpecDone {
+				vsSpecDone = true
+				spec, err := vsCheck.Spec()
+				if err != nil {
+					cpath := path + ".check"
+					if r.Check == nil {
+						cpath = "defaults.check"
+					}
+					v.problem(cpath, "check of virtual server %q: %v", vs.Name, err)
+				} else {
+					vsSpec = &spec
+				}
+			}
+			rs.Check = vsSpec
+			if rs.Check == nil {
+				continue // reported above; a real server with a broken check is not applied
 			}
 		}
 		vs.RealServers = append(vs.RealServers, rs)

@@ -212,6 +212,21 @@ name = "a"
 address = "192.0.2.1:80"
 one_packet = true
 `, []string{`5:1: one_packet (one-packet scheduling) is for UDP virtual servers only`}},
+		{"a broken shared check is reported once, at its table", `
+[defaults.check]
+type = "tcp"
+interval = "1x"
+[[virtual_server]]
+name = "a"
+address = "192.0.2.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.2:80"
+    [virtual_server.real_server.check]
+    type = "nosuch"
+    interval = "2s"
+`, []string{`2:2: check of virtual server "a"`, `12:6: check for real server 198.18.0.2:80`}},
 		{"wrong TOML type", `
 [[virtual_server]]
 name = "a"
