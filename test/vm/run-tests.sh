@@ -64,4 +64,8 @@ if [ "$passed" = 0 ] && [ $rc = 0 ]; then
 	rc=1
 fi
 log "VM tests finished with exit code $rc after $(($(date +%s) - start))s (logs: $RUN)"
+# The plain closing line CI reads (N passed, N failed, N skipped).
+nfailed=$(grep -c '^--- FAIL' "$res" || true)
+nskipped=$(grep -c '^--- SKIP' "$res" || true)
+echo "vmtest: $passed passed, $nfailed failed, $nskipped skipped"
 exit $rc
