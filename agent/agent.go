@@ -127,7 +127,8 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		a.load = config.Load
 	}
 	if a.health == nil {
-		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth})
+		// MaxInFlight is fixed at start: a reload does not resize the pool.
+		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth, MaxInFlight: cfg.MaxChecksInFlight})
 	}
 	owned, err := loadOwned(cfg.StateFile)
 	if err != nil {

@@ -28,7 +28,10 @@ type Config struct {
 	StateFile      string
 	ResyncInterval time.Duration
 	CleanupOnExit  bool
-	VirtualServers []VirtualServer
+	// MaxChecksInFlight bounds the health probes running at once (sockets,
+	// goroutines); 0 means the health package's default.
+	MaxChecksInFlight int
+	VirtualServers    []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -86,6 +89,7 @@ type rawFile struct {
 		StateFile      *string `toml:"state_file"`
 		ResyncInterval *string `toml:"resync_interval"`
 		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
+		MaxInFlight    *int64  `toml:"max_checks_in_flight"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -237,6 +241,13 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.StateFile = *s
 	}
 	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
+	if m := raw.Agent.MaxInFlight; m != nil {
+		if *m < 1 || *m > 65536 {
+			v.problem("agent.max_checks_in_flight", "max_checks_in_flight %d out of range 1..65536", *m)
+		} else {
+			cfg.MaxChecksInFlight = int(*m)
+		}
+	}
 
 	// Values are the paths of first occurrences, turned into lines only
 	// when a duplicate is reported.
