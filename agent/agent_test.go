@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -596,5 +598,48 @@ func TestQuorum(t *testing.T) {
 		if strings.Count(h.logs.String(), want) != 1 {
 			t.Errorf("want one %q line:\n%s", want, h.logs)
 		}
+	}
+}
+
+type recordingNotifier struct {
+	mu     sync.Mutex
+	states []string
+}
+
+func (r *recordingNotifier) Notify(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.states = append(r.states, s)
+}
+func (r *recordingNotifier) WatchdogInterval() time.Duration { return 0 }
+func (r *recordingNotifier) all() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.states, "|")
+}
+
+// The systemd protocol: READY=1 after the first reconcile, RELOADING=1 with
+// MONOTONIC_USEC then READY=1 around a reload, STOPPING=1 on the way out.
+func TestSystemdNotifications(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	n := &recordingNotifier{}
+	h.agent.notify = n
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	done := make(chan error)
+	go func() { done <- h.agent.Run(ctx, reload) }()
+	reload <- struct{}{} // accepted only once Run's loop is listening, after READY=1
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(n.all(), "READY=1") < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := n.all()
+	re := regexp.MustCompile(`^READY=1\|STATUS=2 virtual servers, 2 owned\|RELOADING=1\nMONOTONIC_USEC=\d+\|STATUS=[^|]*\|READY=1\|STOPPING=1$`)
+	if !re.MatchString(got) {
+		t.Fatalf("notifications: %q", got)
 	}
 }
