@@ -78,12 +78,15 @@ func closedPort(t *testing.T) netip.AddrPort {
 	return a
 }
 
-func TestTCP(t *testing.T) {
+// acceptAndClose listens on loopback and closes every connection it
+// accepts: a TCP target that is up. It stops with the test.
+func acceptAndClose(t *testing.T) net.Listener {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -93,6 +96,11 @@ func TestTCP(t *testing.T) {
 			c.Close()
 		}
 	}()
+	return l
+}
+
+func TestTCP(t *testing.T) {
+	l := acceptAndClose(t)
 	wantPass(t, runSpec(t, Spec{Type: "tcp"}, addrOf(t, l.Addr())))
 	wantFail(t, runSpec(t, Spec{Type: "tcp"}, closedPort(t)), "connection refused")
 	// Port override: the real server's port is closed, the check port open.
@@ -426,20 +434,7 @@ func TestAgent(t *testing.T) {
 func x509MarshalKey(k any) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
 
 func TestWeightFileOverlay(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	l := acceptAndClose(t)
 	target := addrOf(t, l.Addr())
 	dir := t.TempDir()
 	spec := Spec{Type: "tcp", WeightFile: dir + "/{port}"}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -535,20 +534,7 @@ func TestSchedulerReloadCancelsInFlight(t *testing.T) {
 // TestSchedulerConcurrentUse reloads and reads while probes run, for the
 // race detector.
 func TestSchedulerConcurrentUse(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	l := acceptAndClose(t)
 	port := addrOf(t, l.Addr()).Port()
 	s := NewScheduler(Options{Logger: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)), OnChange: func(Status) {}})
 	mk := func(n int, rise int) []Check {
