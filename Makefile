@@ -4,7 +4,7 @@ BIN       := bin/ipvs-agent
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit vmtest demo lint bench clean
+.PHONY: all build test unit vmtest vmbench demo lint bench clean
 
 all: build
 
@@ -21,6 +21,10 @@ unit:
 # Boots Debian's cloud kernel under qemu and runs test/vmtest inside it.
 vmtest:
 	bash test/vm/run-tests.sh
+
+# Benchmarks of the agent against the VM's kernel (cold apply, no-change reload); see BENCHMARKS.md.
+vmbench:
+	VM_TIMEOUT=$${VM_TIMEOUT:-1800} bash test/vm/run-tests.sh -test.run '^$$' -test.bench . -test.benchtime 1x -test.count 5
 
 # Builds the agent, boots the VM with contrib/demo.toml, shows ipvsadm -Ln and traffic.
 demo:
