@@ -147,6 +147,12 @@ type runner struct {
 	dead    bool
 	cancel  context.CancelFunc // of the probe in flight
 	rampGen uint32             // invalidates queued ramp items
+	// seen is what the subscribers were last sent. Changes are detected
+	// against it, not against the state just before a result: a ramp step
+	// falls due at an instant of its own, and a result that arrives after
+	// that instant but before the loop emits the step (which it then
+	// invalidates) would otherwise swallow the step, the last one too.
+	seen view
 }
 
 // probe is where this runner's checks go: the real server, on Spec.Port
@@ -328,6 +334,7 @@ func (s *Scheduler) newRunner(c Check, se *specEntry, now time.Time) *runner {
 		rs: c.Target,
 		m:  *newMachine(c.Spec, c.Initial, now),
 	}
+	r.seen = r.m.snapshot(now)
 	// Spread the first round over one interval so a reload of 10,000
 	// servers does not open 10,000 sockets in the same millisecond.
 	first := time.Duration(rand.Int64N(int64(max(c.Spec.Interval, time.Millisecond))))
@@ -521,7 +528,6 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	r.cancel = nil
 	now := s.clock.Now()
 	old := r.m.state
-	before := r.m.snapshot(now)
 	moved, _ := r.m.observe(now, res)
 	after := r.m.snapshot(now)
 	// Schedule from the due time, not the start, so dispatch lag does not
@@ -536,7 +542,8 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 		heap.Push(&s.queue, item{at: s.mono(at), r: r, ramp: true, gen: r.rampGen})
 	}
 	var events []transition
-	if after != before {
+	if after != r.seen || moved {
+		r.seen = after
 		for _, sb := range r.subs {
 			st := r.m.status(sb.id, now)
 			s.emitLocked(st)
@@ -558,9 +565,12 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 // rampLocked emits a slow-start step and queues the next.
 func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	// Ramp items are queued for the instants the factor steps, and
-	// invalidated (rampGen) by any result, so the factor has changed.
-	for _, sb := range r.subs {
-		s.emitLocked(r.m.status(sb.id, now))
+	// invalidated (rampGen) by any result, which emits a step it finds due.
+	if v := r.m.snapshot(now); v != r.seen {
+		r.seen = v
+		for _, sb := range r.subs {
+			s.emitLocked(r.m.status(sb.id, now))
+		}
 	}
 	s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", r.m.factor(now))
 	r.rampGen++

@@ -578,3 +578,71 @@ func TestSchedulerInvalidSpecDoesNotSpin(t *testing.T) {
 		t.Fatalf("reason %q", st.Reason)
 	}
 }
+
+// jump moves the fake clock without firing timers: time passes while the
+// scheduler's loop sleeps, as it does for a loop busy elsewhere.
+func (f *fakeClock) jump(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+// TestSchedulerSlowStartEndsAtOne: a probe that completes after the last
+// ramp step is due, but before the loop has emitted it, must not swallow
+// the final factor-1 update.
+func TestSchedulerSlowStartEndsAtOne(t *testing.T) {
+	h := newHarness(t)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	calls := 0
+	h.s.newChecker = func(Spec) (checker, error) {
+		return checkerFunc(func(ctx context.Context, p probe) result {
+			mu.Lock()
+			calls++
+			n := calls
+			mu.Unlock()
+			if n == 2 {
+				started <- struct{}{}
+				<-release
+			}
+			return passed("ok")
+		}), nil
+	}
+	spec := tcpSpec()
+	spec.Rise = 1
+	spec.SlowStart = 20 * time.Second // steps every 2 s
+	spec.Interval = 15 * time.Second
+	spec.Timeout = time.Second
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: spec, Initial: Down}})
+	h.run()
+	h.advanceUntil(50*time.Millisecond, "up", stateIs(h, "a", Up))
+	h.advanceUntil(50*time.Millisecond, "second probe", func() bool { return len(started) > 0 })
+	<-started
+	if s, _ := h.rec.last("a"); s.Factor >= 1 {
+		t.Fatalf("ramp already over at the second probe: %+v", s)
+	}
+	h.s.mu.Lock()
+	gen := h.s.subs["a"].rampGen
+	h.s.mu.Unlock()
+	// The probe finishes after the ramp's end; the loop has not woken.
+	h.clk.jump(6 * time.Second)
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.s.mu.Lock()
+		g := h.s.subs["a"].rampGen
+		h.s.mu.Unlock()
+		if g != gen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("probe did not complete")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.advanceUntil(100*time.Millisecond, "factor 1 delivered", func() bool {
+		s, _ := h.rec.last("a")
+		return s.State == Up && s.Factor == 1
+	})
+}
