@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -442,12 +443,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			probes.Add(1)
 			go func(r *runner, due time.Time) {
 				defer probes.Done()
-				var res result
-				if r.se.err != nil {
-					res = failed("configuration: " + r.se.err.Error())
-				} else {
-					res = r.se.chk.check(pctx, r.probe())
-				}
+				res := s.runProbe(pctx, r)
 				cancel()
 				s.inFlight.Add(-1)
 				<-s.sem
@@ -473,6 +469,23 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-timer.C():
 		}
 	}
+}
+
+// runProbe runs r's checker once. A panic in a checker (a parser meeting
+// input nobody foresaw) is that check failing, logged with its stack; it
+// must neither kill the daemon nor leave the check unscheduled.
+func (s *Scheduler) runProbe(ctx context.Context, r *runner) (res result) {
+	if r.se.err != nil {
+		return failed("configuration: " + r.se.err.Error())
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("health checker panicked", "type", r.se.spec.Type, "real_server", r.rs.String(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			res = failed(fmt.Sprintf("internal error: checker panic: %v", v))
+		}
+	}()
+	return r.se.chk.check(ctx, r.probe())
 }
 
 // noteLag counts late starts and warns, at most once per lateLogEvery.

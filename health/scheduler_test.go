@@ -646,3 +646,33 @@ func TestSchedulerSlowStartEndsAtOne(t *testing.T) {
 		return s.State == Up && s.Factor == 1
 	})
 }
+
+// TestSchedulerCheckerPanic: a panicking probe is a failed check, is
+// rescheduled, and does not take the daemon down.
+func TestSchedulerCheckerPanic(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	calls := 0
+	h.s.newChecker = func(Spec) (checker, error) {
+		return checkerFunc(func(ctx context.Context, p probe) result {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			panic("boom")
+		}), nil
+	}
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: tcpSpec()}})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "down", stateIs(h, "a", Down))
+	if st, _ := h.rec.last("a"); !strings.Contains(st.Reason, "panic") || !strings.Contains(st.Reason, "boom") {
+		t.Fatalf("reason %q", st.Reason)
+	}
+	h.advanceUntil(100*time.Millisecond, "rescheduled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls >= 3
+	})
+	if st := h.s.Stats(); st.InFlight != 0 {
+		t.Fatalf("in-flight count leaked: %+v", st)
+	}
+}
