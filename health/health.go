@@ -88,8 +88,9 @@ func ParseState(s string) (State, error) {
 type Status struct {
 	ID    string
 	State State
-	// Factor scales the configured weight: 1 normally, lower while slow
-	// start ramps up or when an agent check reports a percentage.
+	// Factor scales the configured weight (or Weight, when set): 1
+	// normally, lower while slow start ramps up or when an agent check
+	// reports a percentage.
 	Factor float64
 	// Weight is an absolute weight reported by a file check, or -1.
 	Weight int
@@ -111,7 +112,9 @@ func (s Status) EffectiveWeight(configured int) int {
 		return -1
 	}
 	if s.Weight >= 0 {
-		return s.Weight
+		// A file's absolute weight replaces the configured one; slow
+		// start and an agent's percentage still scale it.
+		configured = s.Weight
 	}
 	if configured <= 0 {
 		return 0

@@ -21,6 +21,10 @@ func TestEffectiveWeight(t *testing.T) {
 		{Status{State: Up, Factor: 0.01, Weight: -1}, 10, 1}, // never 0 while up
 		{Status{State: Up, Factor: 0, Weight: -1}, 10, 0},    // agent said 0%
 		{Status{State: Up, Factor: 1, Weight: 42}, 10, 42},   // file weight wins
+		// Slow start (and an agent percentage) scale a file's weight too.
+		{Status{State: Up, Factor: 0.1, Weight: 40}, 10, 4},
+		{Status{State: Up, Factor: 0.01, Weight: 40}, 10, 1},
+		{Status{State: Up, Factor: 0, Weight: 40}, 10, 0},
 		{Status{State: Up, Factor: 1, Weight: -1}, 0, 0},
 		{Status{State: Up, Factor: 0.25, Weight: -1}, 3, 1},
 	} {
