@@ -333,12 +333,13 @@ func (s *Scheduler) newRunner(c Check, se *specEntry, now time.Time) *runner {
 	r := &runner{
 		se: se,
 		rs: c.Target,
-		m:  *newMachine(c.Spec, c.Initial, now),
+		m:  *newMachine(se.spec, c.Initial, now),
 	}
 	r.seen = r.m.snapshot(now)
 	// Spread the first round over one interval so a reload of 10,000
-	// servers does not open 10,000 sockets in the same millisecond.
-	first := time.Duration(rand.Int64N(int64(max(c.Spec.Interval, time.Millisecond))))
+	// servers does not open 10,000 sockets in the same millisecond. The
+	// interned spec's interval: for an invalid spec it is the default.
+	first := time.Duration(rand.Int64N(int64(max(se.spec.Interval, time.Millisecond))))
 	heap.Push(&s.queue, item{at: s.mono(now.Add(first)), r: r})
 	return r
 }

@@ -676,3 +676,20 @@ func TestSchedulerCheckerPanic(t *testing.T) {
 		t.Fatalf("in-flight count leaked: %+v", st)
 	}
 }
+
+// TestSchedulerInvalidSpecFirstCheckSoon: an invalid spec runs on the
+// default schedule from its first check, not on the interval it gave.
+func TestSchedulerInvalidSpecFirstCheckSoon(t *testing.T) {
+	h := newHarness(t)
+	h.s.newChecker = Spec.prepare
+	// Timeout longer than interval: invalid, and the interval is huge.
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: Spec{Type: "tcp", Interval: 1000 * time.Hour, Timeout: 2000 * time.Hour, Rise: 1, Fall: 1}}})
+	now := h.clk.Now()
+	for _, it := range h.s.queue {
+		if off := h.s.timeAt(it.at).Sub(now); off >= DefaultInterval {
+			t.Fatalf("first check of an invalid spec %v after set, want within %v", off, DefaultInterval)
+		}
+	}
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "down", stateIs(h, "a", Down))
+}
