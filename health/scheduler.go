@@ -322,7 +322,7 @@ func (s *Scheduler) Set(checks []Check) {
 	}
 	for id := range s.subs {
 		if _, ok := subs[id]; !ok {
-			delete(s.pending, id)
+			delete(s.pending, id) // its entry in s.order is skipped
 		}
 	}
 	s.subs, s.specs, s.nRunners = subs, specs, len(runners)
@@ -675,8 +675,11 @@ func (s *Scheduler) deliver(ctx context.Context) {
 		order := s.order
 		batch := make([]Status, 0, len(order))
 		for _, id := range order {
+			// order may name an ID twice when Set dropped it from
+			// pending and it came back: deliver it once.
 			if st, ok := s.pending[id]; ok {
 				batch = append(batch, st)
+				delete(s.pending, id)
 			}
 		}
 		s.order = nil

@@ -693,3 +693,27 @@ func TestSchedulerInvalidSpecFirstCheckSoon(t *testing.T) {
 	h.run()
 	h.advanceUntil(100*time.Millisecond, "down", stateIs(h, "a", Down))
 }
+
+// TestSchedulerCoalescesAfterReAdd: an ID removed and added back before
+// delivery is still delivered once (coalesced), not once per re-add.
+func TestSchedulerCoalescesAfterReAdd(t *testing.T) {
+	h := newHarness(t)
+	a := Check{ID: "a", Target: rsA, Spec: tcpSpec(), Initial: Up}
+	b := Check{ID: "b", Target: rsA, Spec: tcpSpec()} // joins a's probe, gets "up"
+	h.fc.set(rsA, passed("ok"))
+	h.s.Set([]Check{a, b})
+	h.s.Set([]Check{a})
+	h.s.Set([]Check{a, b})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "b delivered", func() bool { _, ok := h.rec.last("b"); return ok })
+	h.stop()
+	n := 0
+	for _, s := range h.rec.all() {
+		if s.ID == "b" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("b delivered %d times, want once: %+v", n, h.rec.all())
+	}
+}
