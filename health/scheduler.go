@@ -448,6 +448,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				cancel()
 				s.inFlight.Add(-1)
 				<-s.sem
+				if ctx.Err() != nil {
+					// Cut short because Run is stopping: the result
+					// says nothing about the server (counted, it would
+					// turn servers down on every shutdown).
+					return
+				}
 				s.checks.Add(1)
 				s.complete(r, due, res)
 			}(it.r, s.timeAt(it.at))

@@ -717,3 +717,31 @@ func TestSchedulerCoalescesAfterReAdd(t *testing.T) {
 		t.Fatalf("b delivered %d times, want once: %+v", n, h.rec.all())
 	}
 }
+
+// TestSchedulerStopIsNotAFailure: a probe cut short because Run is
+// stopping says nothing about the server; it must not count as a failure
+// (with fall = 1 it would turn the server down on every shutdown).
+func TestSchedulerStopIsNotAFailure(t *testing.T) {
+	started := make(chan struct{}, 1)
+	block := checkerFunc(func(ctx context.Context, p probe) result {
+		started <- struct{}{}
+		<-ctx.Done()
+		return failed("cancelled")
+	})
+	h := newHarness(t)
+	h.s.newChecker = func(Spec) (checker, error) { return block, nil }
+	spec := Spec{Type: "tcp", Interval: 10 * time.Second, Timeout: 10 * time.Second, Rise: 1, Fall: 1}
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: spec, Initial: Up}})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "probe start", func() bool { return len(started) > 0 })
+	h.stop()
+	if st := h.s.Statuses()["a"]; st.State != Up {
+		t.Fatalf("stopping turned the server %v: %+v", st.State, st)
+	}
+	if len(h.rec.all()) != 0 {
+		t.Fatalf("stopping reported %+v", h.rec.all())
+	}
+	if logs := h.logs.String(); strings.Contains(logs, "to=down") {
+		t.Fatalf("stopping logged a transition:\n%s", logs)
+	}
+}
