@@ -87,6 +87,14 @@ func dialTCP(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error) {
 	return tc, nil
 }
 
+// abortOnCancel makes blocking I/O on c fail at once when ctx is
+// cancelled before its deadline (the check removed by a reload, the agent
+// stopping): a socket only honours its deadline, which may be many seconds
+// away. Call the returned stop before closing c.
+func abortOnCancel(ctx context.Context, c interface{ SetDeadline(time.Time) error }) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+}
+
 // errReason shortens Go's network errors for log lines: "dial tcp
 // 127.0.0.1:80: connect: connection refused" becomes "connect: connection
 // refused" — the address is in the log line already.
@@ -133,6 +141,7 @@ func (a agentChecker) check(ctx context.Context, p probe) result {
 		return failed(errReason("agent connect", err))
 	}
 	defer c.Close()
+	defer abortOnCancel(ctx, c)()
 	if len(a.send) > 0 {
 		if _, err := c.Write(a.send); err != nil {
 			return failed(errReason("agent write", err))

@@ -237,3 +237,46 @@ func TestSchedulerHostileNoLeak(t *testing.T) {
 	firehose.stop()
 	settle(t, g0, f0)
 }
+
+// TestCheckersStopOnCancel: a probe whose context is cancelled (its check
+// removed by a reload, or the agent stopping) returns at once, not when its
+// timeout would have ended it. The timeout here is long and the bound
+// generous: the test measures "at once" against "after the timeout".
+func TestCheckersStopOnCancel(t *testing.T) {
+	const timeout = 20 * time.Second
+	silent := startHostile(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	defer silent.stop()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close() // bound, never read: every datagram goes unanswered
+	udp := addrOf(t, pc.LocalAddr())
+	for _, tc := range []struct {
+		spec   Spec
+		target netip.AddrPort
+	}{
+		{Spec{Type: "http"}, silent.addr(t)},
+		{Spec{Type: "http", ExpectBody: "x"}, silent.addr(t)},
+		{Spec{Type: "agent"}, silent.addr(t)},
+		{Spec{Type: "udp", Send: "ping"}, udp},
+		{Spec{Type: "dns", QueryName: "example.org"}, udp},
+	} {
+		c, err := newChecker(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		time.AfterFunc(50*time.Millisecond, cancel)
+		start := time.Now()
+		r := c.check(ctx, probe{addr: tc.target, rs: tc.target})
+		el := time.Since(start)
+		cancel()
+		if r.outcome != fail {
+			t.Errorf("%s: %+v after cancel", tc.spec.Type, r)
+		}
+		if el > timeout/4 {
+			t.Errorf("%s check ran %v after its context was cancelled at 50ms", tc.spec.Type, el)
+		}
+	}
+}

@@ -128,6 +128,7 @@ func (h *httpChecker) check(ctx context.Context, p probe) result {
 	}
 	var conn net.Conn = tc
 	defer func() { conn.Close() }()
+	defer abortOnCancel(ctx, tc)()
 	host := h.host
 	if host == "" {
 		host = p.addr.String()

@@ -58,6 +58,7 @@ func (icmpChecker) check(ctx context.Context, p probe) result {
 	}
 	defer pc.Close()
 	_ = pc.SetDeadline(deadlineOf(ctx))
+	defer abortOnCancel(ctx, pc)()
 
 	id, seq := uint16(rand.Uint32()), uint16(rand.Uint32())
 	token := make([]byte, 16)

@@ -23,6 +23,7 @@ func exchangeUDP(ctx context.Context, p probe, payload []byte) ([]byte, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadlineOf(ctx))
+	defer abortOnCancel(ctx, c)()
 	if _, err := c.Write(payload); err != nil {
 		return nil, err
 	}
