@@ -34,6 +34,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -252,14 +253,13 @@ func (c Check) probeTarget() netip.AddrPort {
 	return c.Target
 }
 
-// dedupeTarget is the target part of the identity of a probe. Exec and file
-// checks see the real server's own port (env, path template) so they never
-// merge across ports.
-func (c Check) dedupeTarget() netip.AddrPort {
-	if c.Spec.Type == "exec" || c.Spec.Type == "file" {
-		return c.Target
-	}
-	return c.probeTarget()
+// perRealServer reports whether the probe depends on the real server's own
+// port, not only on the address it probes: exec and file checks, and a
+// weight_file template naming the port, see it (env, path), so they never
+// merge real servers that share a probe address (a check port).
+func (s Spec) perRealServer() bool {
+	return s.Type == "exec" || s.Type == "file" ||
+		strings.Contains(s.WeightFile, "{port}") || strings.Contains(s.WeightFile, "{addr}")
 }
 
 // Defaults the scheduler falls back to when handed a spec that fails

@@ -127,9 +127,10 @@ func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.
 // share a handful of specs, and so share one prepared checker (TLS config,
 // regexp, user lookup) instead of holding a copy each.
 type specEntry struct {
-	spec Spec
-	chk  checker
-	err  error
+	spec  Spec
+	chk   checker
+	err   error
+	perRS bool // spec.perRealServer(), computed once
 }
 
 // runnerKey identifies identical probes: same spec, same probe target.
@@ -168,9 +169,9 @@ func (r *runner) probe() probe {
 
 // item is a queued event: a probe to start, or a slow-start step. Kept
 // small (24 bytes): the queue holds one per real server.
-// key is the runner's identity, as Check.dedupeTarget computes it.
+// key is the runner's identity, as Set computes it for a Check.
 func (r *runner) key() runnerKey {
-	if t := r.se.spec.Type; t == "exec" || t == "file" {
+	if r.se.perRS {
 		return runnerKey{target: r.rs, spec: r.se}
 	}
 	return runnerKey{target: r.probe().addr, spec: r.se}
@@ -282,7 +283,7 @@ func (s *Scheduler) Set(checks []Check) {
 		se := specs[sk]
 		if se == nil {
 			if se = s.specs[sk]; se == nil {
-				se = &specEntry{spec: c.Spec}
+				se = &specEntry{spec: c.Spec, perRS: c.Spec.perRealServer()}
 				se.chk, se.err = s.newChecker(c.Spec)
 				if se.err != nil {
 					// Reported as down with the error as reason; keep
@@ -292,7 +293,10 @@ func (s *Scheduler) Set(checks []Check) {
 			}
 			specs[sk] = se
 		}
-		k := runnerKey{target: c.dedupeTarget(), spec: se}
+		k := runnerKey{target: c.probeTarget(), spec: se}
+		if se.perRS {
+			k.target = c.Target // see Spec.perRealServer
+		}
 		r := runners[k]
 		if r == nil {
 			r = prev[k]

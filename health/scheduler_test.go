@@ -745,3 +745,47 @@ func TestSchedulerStopIsNotAFailure(t *testing.T) {
 		t.Fatalf("stopping logged a transition:\n%s", logs)
 	}
 }
+
+// TestSchedulerWeightFilePerPort: a weight_file template naming the port
+// makes the probe per real server even when a check port would otherwise
+// merge real servers on one host: each must read its own file.
+func TestSchedulerWeightFilePerPort(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	seen := map[netip.AddrPort]bool{}
+	h.s.newChecker = func(Spec) (checker, error) {
+		return checkerFunc(func(ctx context.Context, p probe) result {
+			mu.Lock()
+			seen[p.rs] = true
+			mu.Unlock()
+			return passed("ok")
+		}), nil
+	}
+	rs80, rs81 := netip.MustParseAddrPort("127.0.0.10:80"), netip.MustParseAddrPort("127.0.0.10:81")
+	for _, tc := range []struct {
+		tmpl    string
+		runners int
+	}{
+		{"/run/w/{port}", 2},
+		{"/run/w/{addr}", 2},
+		{"/run/w/{ip}", 1}, // one file per host: one probe is right
+	} {
+		spec := tcpSpec()
+		spec.Port = 9000
+		spec.WeightFile = tc.tmpl
+		h.s.Set([]Check{{ID: "web/80", Target: rs80, Spec: spec}, {ID: "api/81", Target: rs81, Spec: spec}})
+		if n := h.s.Stats().Runners; n != tc.runners {
+			t.Errorf("weight_file %s: %d probes, want %d", tc.tmpl, n, tc.runners)
+		}
+	}
+	spec := tcpSpec()
+	spec.Port = 9000
+	spec.WeightFile = "/run/w/{port}"
+	h.s.Set([]Check{{ID: "web/80", Target: rs80, Spec: spec}, {ID: "api/81", Target: rs81, Spec: spec}})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "both real servers probed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[rs80] && seen[rs81]
+	})
+}
