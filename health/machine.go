@@ -35,6 +35,10 @@ func failed(reason string) result {
 // and 100%: enough for a smooth ramp, few enough not to flood the agent.
 const slowStartSteps = 10
 
+// maxSlowStart bounds slow start (about 146 years) so the ramp arithmetic,
+// which multiplies durations by slowStartSteps, cannot overflow.
+const maxSlowStart = time.Duration(math.MaxInt64 / (2 * slowStartSteps))
+
 // machine is one check's state machine. It is pure: it owns no timers and
 // takes the time as an argument, so it is table-tested with fabricated times.
 type machine struct {
@@ -53,7 +57,7 @@ type machine struct {
 
 func newMachine(s Spec, initial State, now time.Time) *machine {
 	return &machine{
-		rise: int32(s.Rise), fall: int32(s.Fall), slowStart: s.SlowStart,
+		rise: int32(s.Rise), fall: int32(s.Fall), slowStart: min(s.SlowStart, maxSlowStart),
 		state: initial, since: now, agentFactor: 1, weight: -1,
 		reason: "initial state",
 	}
@@ -153,13 +157,17 @@ func (m *machine) nextRamp(now time.Time) time.Time {
 	if el >= m.slowStart {
 		return time.Time{}
 	}
-	step := m.slowStart / slowStartSteps
-	i := int(el / step)
-	next := m.since.Add(time.Duration(i+1) * step)
-	if i+1 >= slowStartSteps {
-		next = m.since.Add(m.slowStart)
+	if el < 0 {
+		el = 0
 	}
-	return next
+	// The factor is step i = floor(el*steps/slowStart) (rampFactor); it
+	// next changes at the first instant where that reaches i+1, which is
+	// ceil((i+1)*slowStart/steps), and the last one is slowStart itself.
+	// (slowStart/steps as a step length is 0 below 10 ns and drifts from
+	// rampFactor's steps when slowStart is not a multiple of 10 ns.)
+	i := el * slowStartSteps / m.slowStart
+	d := ((i+1)*m.slowStart + slowStartSteps - 1) / slowStartSteps
+	return m.since.Add(d)
 }
 
 func (m *machine) factor(now time.Time) float64 {

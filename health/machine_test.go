@@ -237,3 +237,46 @@ func TestSpecEqualCoversEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowStartOddDurations: any slow_start the config accepts ramps
+// without panicking, steps only when the factor changes, and ends at
+// exactly factor 1 at slow_start after the transition.
+func TestSlowStartOddDurations(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, ss := range []time.Duration{time.Nanosecond, 5, 9, 15, 1001, 7*time.Second + 3, 1 << 62} {
+		m := newMachine(Spec{Rise: 1, Fall: 1, SlowStart: ss}, Down, t0)
+		m.observe(t0, passed("ok"))
+		now := t0
+		prev := m.factor(now)
+		if prev != 0.1 {
+			t.Fatalf("slow_start %v: starts at %v", ss, prev)
+		}
+		for steps := 0; ; steps++ {
+			if steps > slowStartSteps {
+				t.Fatalf("slow_start %v: more than %d steps", ss, slowStartSteps)
+			}
+			next := m.nextRamp(now)
+			if next.IsZero() {
+				break
+			}
+			if !next.After(now) {
+				t.Fatalf("slow_start %v: nextRamp %v not after %v", ss, next, now)
+			}
+			if f := m.factor(next.Add(-1)); f != prev {
+				t.Fatalf("slow_start %v: factor moved to %v before the step at %v", ss, f, next.Sub(t0))
+			}
+			now = next
+			f := m.factor(now)
+			if f <= prev {
+				t.Fatalf("slow_start %v: step at %v leaves factor %v (was %v)", ss, now.Sub(t0), f, prev)
+			}
+			prev = f
+		}
+		if prev != 1 {
+			t.Fatalf("slow_start %v: ramp ends at %v", ss, prev)
+		}
+		if want := t0.Add(min(ss, maxSlowStart)); !now.Equal(want) {
+			t.Fatalf("slow_start %v: ramp ended after %v", ss, now.Sub(t0))
+		}
+	}
+}
