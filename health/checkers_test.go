@@ -528,3 +528,18 @@ func TestICMPInner(t *testing.T) {
 		wantFail(t, runSpec(t, Spec{Type: "icmp"}, lo), "CAP_NET_RAW")
 	}
 }
+
+// TestHTTPSCAFileNeedsVerify: a CA file is only used to verify, so one given
+// without tls_verify would be silently ignored; it is an error instead.
+func TestHTTPSCAFileNeedsVerify(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	ca := writePEM(t, t.TempDir(), "ca.pem", "CERTIFICATE", srv.Certificate().Raw)
+	_, err := newChecker(Spec{Type: "https", CAFile: ca})
+	if err == nil || !strings.Contains(err.Error(), "tls_verify") {
+		t.Fatalf("ca_file without tls_verify: err %v, want one naming tls_verify", err)
+	}
+	if _, err := newChecker(Spec{Type: "https", CAFile: ca, TLSVerify: true}); err != nil {
+		t.Fatal(err)
+	}
+}

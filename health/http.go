@@ -97,6 +97,11 @@ func tlsConfig(s Spec) (*tls.Config, error) {
 		InsecureSkipVerify: !s.TLSVerify, //nolint:gosec // see above
 		MinVersion:         tls.VersionTLS12,
 	}
+	if s.CAFile != "" && !s.TLSVerify {
+		// RootCAs are only read to verify: without tls_verify the file
+		// would be loaded and silently ignored.
+		return nil, errors.New("ca_file has no effect without tls_verify = true")
+	}
 	if s.CAFile != "" {
 		pem, err := os.ReadFile(s.CAFile)
 		if err != nil {
