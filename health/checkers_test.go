@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -541,5 +542,24 @@ func TestHTTPSCAFileNeedsVerify(t *testing.T) {
 	}
 	if _, err := newChecker(Spec{Type: "https", CAFile: ca, TLSVerify: true}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestReadUntil(t *testing.T) {
+	src := "aaaaMARKERbbbbbbbbbb"
+	for _, tc := range []struct {
+		limit  int
+		marker string
+		want   string
+	}{
+		{100, "MARKER", "aaaaMARKER"}, // stops at the marker, split over reads
+		{6, "MARKER", "aaaaMA"},       // the limit wins
+		{100, "", src},                // no marker: all of it
+		{100, "nope", src},
+	} {
+		got, err := readUntil(iotest.OneByteReader(strings.NewReader(src)), tc.limit, tc.marker)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("readUntil(%d, %q) = %q, %v; want %q", tc.limit, tc.marker, got, err, tc.want)
+		}
 	}
 }

@@ -280,3 +280,35 @@ func TestCheckersStopOnCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPDecidesEarly: once the status (and, when asked for, the body
+// marker) has arrived the verdict is known; a large or slowly sent rest of
+// the body must not hold the probe, and its in-flight slot, until the
+// timeout. Long timeout, generous bound: "at once" against "at timeout".
+func TestHTTPDecidesEarly(t *testing.T) {
+	const timeout = 20 * time.Second
+	h := startHostile(t, func(c net.Conn) {
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstatus: healthy\n"))
+		for {
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	defer h.stop()
+	for _, spec := range []Spec{
+		{Type: "http", Timeout: timeout},
+		{Type: "http", Timeout: timeout, ExpectBody: "healthy"},
+	} {
+		start := time.Now()
+		r := runSpec(t, spec, h.addr(t))
+		el := time.Since(start)
+		if r.outcome != pass {
+			t.Errorf("expect_body %q: %+v", spec.ExpectBody, r)
+		}
+		if el > timeout/4 {
+			t.Errorf("expect_body %q: took %v, the verdict was known at once", spec.ExpectBody, el)
+		}
+	}
+}

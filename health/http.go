@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -164,14 +165,21 @@ func (h *httpChecker) check(ctx context.Context, p probe) result {
 	if err != nil {
 		return failed(errReason("http", err))
 	}
-	defer resp.Body.Close()
+	// No resp.Body.Close: it reads the rest of the body (to reuse the
+	// connection), which for a large or slowly sent body holds the probe
+	// until its timeout though the verdict is known. The deferred close
+	// of the connection is enough.
 	if !statusOK(h.expect, resp.StatusCode) {
 		return failed(fmt.Sprintf("HTTP %d", resp.StatusCode))
 	}
 	if !h.needBody {
 		return passed(fmt.Sprintf("HTTP %d", resp.StatusCode))
 	}
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, int64(h.maxBody)))
+	stopAt := ""
+	if h.re == nil {
+		stopAt = h.body // a regexp needs the whole body; a substring does not
+	}
+	body, rerr := readUntil(resp.Body, h.maxBody, stopAt)
 	// Match what arrived even if the read then failed: a server that
 	// streams forever still passes when the marker came early.
 	if h.body != "" && !bytes.Contains(body, []byte(h.body)) {
@@ -187,6 +195,30 @@ func (h *httpChecker) check(ctx context.Context, p probe) result {
 		return failed(fmt.Sprintf("HTTP %d: body does not match /%s/ in first %d bytes", resp.StatusCode, h.re, h.maxBody))
 	}
 	return passed(fmt.Sprintf("HTTP %d, body matched", resp.StatusCode))
+}
+
+// readUntil reads at most limit bytes of r, stopping early once marker
+// (when not empty) has been read.
+func readUntil(r io.Reader, limit int, marker string) ([]byte, error) {
+	buf := make([]byte, 0, min(limit, 4096))
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(limit-len(buf), cap(buf)))
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
+		from := max(0, len(buf)-len(marker)+1) // a marker split across reads
+		buf = buf[:len(buf)+n]
+		if marker != "" && n > 0 && bytes.Contains(buf[from:], []byte(marker)) {
+			return buf, nil
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 func statusOK(rs []StatusRange, code int) bool {
