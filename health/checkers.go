@@ -206,9 +206,9 @@ func parseAgentReply(line string) result {
 		reason += " (" + desc + ")"
 	}
 	switch {
-	case down:
-		return failed(reason)
-	case mnt:
+	case down, mnt:
+		// The agent says so itself: down at once, as the package doc
+		// and a file's "down" have it, not after fall replies.
 		return result{outcome: maint, factor: -1, weight: -1, reason: reason}
 	case drn:
 		return result{outcome: drain, factor: -1, weight: -1, reason: reason}

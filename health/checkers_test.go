@@ -425,7 +425,9 @@ func TestAgent(t *testing.T) {
 	if r := runSpec(t, spec, a); r.outcome != maint {
 		t.Fatalf("maint: %+v", r)
 	}
-	wantFail(t, runSpec(t, spec, a), "disk full")
+	if r := runSpec(t, spec, a); r.outcome != maint || !strings.Contains(r.reason, "disk full") {
+		t.Fatalf("down: %+v", r)
+	}
 	if r := runSpec(t, spec, a); r.outcome != pass || r.factor != 0.2 {
 		t.Fatalf("no newline, EOF: %+v", r)
 	}

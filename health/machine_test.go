@@ -155,8 +155,11 @@ func TestParseAgentReply(t *testing.T) {
 		{"150%", pass, 1},
 		{"drain", drain, -1},
 		{"maint", maint, -1},
-		{"down#disk full", fail, -1},
-		{"stopped", fail, -1},
+		// The agent's own "down" is a statement, not a failed probe:
+		// down at once (package doc), like a file's "down".
+		{"down#disk full", maint, -1},
+		{"stopped", maint, -1},
+		{"fail", maint, -1},
 		{"", fail, -1},
 		{"hello", fail, -1},
 	} {
