@@ -175,14 +175,15 @@ func (m *machine) factor(now time.Time) float64 {
 }
 
 // snapshot is the subscriber-visible part, for change detection.
+// Kept to 16 bytes: every runner holds the one last sent.
 type view struct {
-	state  State
 	factor float64
 	weight int32
+	state  uint8
 }
 
 func (m *machine) snapshot(now time.Time) view {
-	return view{m.state, m.factor(now), m.weight}
+	return view{m.factor(now), m.weight, uint8(m.state)}
 }
 
 func (m *machine) status(id string, now time.Time) Status {

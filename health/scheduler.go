@@ -142,19 +142,19 @@ type runnerKey struct {
 // runner is one distinct probe (target + spec) and its state machine,
 // shared by every subscriber with the same check.
 type runner struct {
-	se      *specEntry
-	rs      netip.AddrPort // the first subscriber's real server
-	m       machine
-	subs    []sub
-	dead    bool
-	cancel  context.CancelFunc // of the probe in flight
-	rampGen uint32             // invalidates queued ramp items
+	se     *specEntry
+	rs     netip.AddrPort // the first subscriber's real server
+	m      machine
+	subs   []sub
+	cancel context.CancelFunc // of the probe in flight
 	// seen is what the subscribers were last sent. Changes are detected
 	// against it, not against the state just before a result: a ramp step
 	// falls due at an instant of its own, and a result that arrives after
 	// that instant but before the loop emits the step (which it then
 	// invalidates) would otherwise swallow the step, the last one too.
-	seen view
+	seen    view
+	rampGen uint32 // invalidates queued ramp items
+	dead    bool
 }
 
 // probe is where this runner's checks go: the real server, on Spec.Port
