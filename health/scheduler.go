@@ -552,6 +552,7 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	r.cancel = nil
 	now := s.clock.Now()
 	old := r.m.state
+	rampWas := r.m.nextRamp(now)
 	moved, _ := r.m.observe(now, res)
 	after := r.m.snapshot(now)
 	// Schedule from the due time, not the start, so dispatch lag does not
@@ -561,9 +562,16 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 		next = now
 	}
 	heap.Push(&s.queue, item{at: s.mono(next), r: r})
-	r.rampGen++
-	if at := r.m.nextRamp(now); !at.IsZero() {
-		heap.Push(&s.queue, item{at: s.mono(at), r: r, ramp: true, gen: r.rampGen})
+	// Re-queue the ramp only when the result changed its schedule (it
+	// started, restarted or ended). A result mid-ramp leaves the queued
+	// step valid: replacing it on every probe would leave one stale item
+	// per probe in the queue until its time came, (step / interval) per
+	// real server during a mass recovery.
+	if at := r.m.nextRamp(now); !at.Equal(rampWas) {
+		r.rampGen++
+		if !at.IsZero() {
+			heap.Push(&s.queue, item{at: s.mono(at), r: r, ramp: true, gen: r.rampGen})
+		}
 	}
 	var events []transition
 	if after != r.seen || moved {
@@ -589,7 +597,8 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 // rampLocked emits a slow-start step and queues the next.
 func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	// Ramp items are queued for the instants the factor steps, and
-	// invalidated (rampGen) by any result, which emits a step it finds due.
+	// invalidated (rampGen) by a result that changes the ramp; a result
+	// emits any step it finds due but not yet sent.
 	if v := r.m.snapshot(now); v != r.seen {
 		r.seen = v
 		for _, sb := range r.subs {

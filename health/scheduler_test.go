@@ -622,18 +622,20 @@ func TestSchedulerSlowStartEndsAtOne(t *testing.T) {
 	if s, _ := h.rec.last("a"); s.Factor >= 1 {
 		t.Fatalf("ramp already over at the second probe: %+v", s)
 	}
-	h.s.mu.Lock()
-	gen := h.s.subs["a"].rampGen
-	h.s.mu.Unlock()
 	// The probe finishes after the ramp's end; the loop has not woken.
 	h.clk.jump(6 * time.Second)
 	close(release)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		// complete() has run once it queued the next probe (the one in
+		// flight was popped).
 		h.s.mu.Lock()
-		g := h.s.subs["a"].rampGen
+		queued := false
+		for _, it := range h.s.queue {
+			queued = queued || !it.ramp
+		}
 		h.s.mu.Unlock()
-		if g != gen {
+		if queued {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -788,4 +790,29 @@ func TestSchedulerWeightFilePerPort(t *testing.T) {
 		defer mu.Unlock()
 		return seen[rs80] && seen[rs81]
 	})
+}
+
+// TestSchedulerRampQueueBounded: during slow start each probe result must
+// not leave one more ramp item in the queue: with a short interval and a
+// long ramp, a mass recovery would grow the queue by (step / interval)
+// items per real server.
+func TestSchedulerRampQueueBounded(t *testing.T) {
+	h := newHarness(t)
+	h.fc.set(rsA, passed("ok"))
+	spec := tcpSpec()
+	spec.Rise = 1
+	spec.Interval = time.Second
+	spec.SlowStart = 100 * time.Second // a step every 10 s: ~10 probes per step
+	h.s.Set([]Check{{ID: "a", Target: rsA, Spec: spec, Initial: Down}})
+	h.run()
+	h.advanceUntil(50*time.Millisecond, "up", stateIs(h, "a", Up))
+	n0 := h.fc.count(rsA)
+	h.advanceUntil(50*time.Millisecond, "25 more probes", func() bool { return h.fc.count(rsA) >= n0+25 })
+	h.s.mu.Lock()
+	n := h.s.queue.Len()
+	h.s.mu.Unlock()
+	if n > 2 {
+		t.Fatalf("%d queue items for one check (a probe and a ramp step expected)", n)
+	}
+	h.advanceUntil(time.Second, "full weight", func() bool { s, _ := h.rec.last("a"); return s.Factor == 1 })
 }
