@@ -201,8 +201,10 @@ type Spec struct {
 	Shell   bool
 	User    string
 
-	// file: Path template ({ip}, {port}, {addr}, {id}); FileMissing is the
-	// state assumed when the file does not exist ("up" or "down").
+	// file: Path template ({ip}, {port}, {addr} of the real server; there
+	// is no {id}: one probe serves every check ID on that real server);
+	// FileMissing is the state assumed when the file does not exist ("up",
+	// "down" or "drain").
 	File        string
 	FileMissing string
 
