@@ -70,6 +70,8 @@ type Agent struct {
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
 	quorum    map[string]bool           // virtual servers below quorum, as last logged
 
+	checkIDs  map[string]health.Spec // the health checks currently configured
+
 	pendingMu sync.Mutex
 	pending   map[string]health.Status
 	healthC   chan struct{}
@@ -130,6 +132,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		// MaxInFlight is fixed at start: a reload does not resize the pool.
 		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth, MaxInFlight: cfg.MaxChecksInFlight})
 	}
+	a.setChecks() // verdicts are accepted for these from now on
 	owned, err := loadOwned(cfg.StateFile)
 	if err != nil {
 		return nil, err
@@ -169,7 +172,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 
 	hctx, stopHealth := context.WithCancel(ctx)
 	healthDone := make(chan struct{})
-	a.health.Set(a.checks())
+	a.health.Set(a.setChecks())
 	go func() {
 		defer close(healthDone)
 		if err := a.health.Run(hctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -218,8 +221,33 @@ func (a *Agent) takeVerdicts() {
 	a.pending = make(map[string]health.Status, len(p))
 	a.pendingMu.Unlock()
 	for id, st := range p {
-		a.statuses[id] = st
+		// A verdict can arrive just after a reload removed its check: it
+		// must not come back to life if that ID is configured again later.
+		if _, ok := a.checkIDs[id]; ok {
+			a.statuses[id] = st
+		}
 	}
+}
+
+// setChecks lists the health checks the configuration asks for and forgets
+// the verdicts of checks that went away or changed: a changed check starts
+// over without a verdict, so the kernel's weight is kept until its first
+// result instead of following the old check's verdict.
+func (a *Agent) setChecks() []health.Check {
+	checks := a.checks()
+	ids := make(map[string]health.Spec, len(checks))
+	for _, c := range checks {
+		ids[c.ID] = c.Spec
+	}
+	for id := range a.statuses {
+		old, had := a.checkIDs[id]
+		cur, has := ids[id]
+		if !has || !had || !old.Equal(cur) {
+			delete(a.statuses, id)
+		}
+	}
+	a.checkIDs = ids
+	return checks
 }
 
 // checks lists the health checks the configuration asks for.
@@ -268,17 +296,7 @@ func (a *Agent) reload() {
 	a.startDrains(a.cfg, cfg)
 	a.cfg = cfg
 	a.conflicts = map[model.ServiceKey]bool{}
-	checks := a.checks()
-	keep := make(map[string]bool, len(checks))
-	for _, c := range checks {
-		keep[c.ID] = true
-	}
-	for id := range a.statuses {
-		if !keep[id] {
-			delete(a.statuses, id)
-		}
-	}
-	a.health.Set(checks)
+	a.health.Set(a.setChecks())
 	if err := a.reconcile("reload", true); err != nil {
 		a.log.Error("reconcile after reload failed", "err", err)
 	}

@@ -643,3 +643,34 @@ func TestSystemdNotifications(t *testing.T) {
 		t.Fatalf("notifications: %q", got)
 	}
 }
+
+// A verdict for a check that a reload removed is dropped, and a check whose
+// spec changed starts over without a verdict (the kernel weight is kept).
+func TestReloadForgetsVerdictsOfRemovedAndChangedChecks(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("", ""))
+	h.reconcile("start", true)
+	web := svcKey("192.0.2.10:80")
+	h.agent.OnHealth(health.Status{ID: "web/198.18.0.1:80", State: health.Down, Weight: -1})
+	h.agent.takeVerdicts()
+	h.reconcile("health", false)
+
+	// The check changes (another port): the old "down" no longer counts,
+	// but the kernel keeps weight 0 until the new check's first verdict.
+	h.writeConfig(strings.Replace(checkedConfig("", ""), `type = "tcp"`, "type = \"tcp\"\n  port = 8080", 1))
+	h.agent.reload()
+	if _, ok := h.agent.statuses["web/198.18.0.1:80"]; ok {
+		t.Fatal("verdict of a changed check kept")
+	}
+	if w := h.fake.Snapshot()[web].Dests[dKey("198.18.0.1:80")].Weight; w != 0 {
+		t.Fatalf("weight %d after the check changed, want the kernel's 0 kept", w)
+	}
+
+	// The real server's check goes away; a late verdict for it is dropped.
+	h.writeConfig(strings.Replace(checkedConfig("", ""), "  [[virtual_server.real_server]]\n  address = \"198.18.0.2:80\"\n  weight = 20\n", "", 1))
+	h.agent.reload()
+	h.agent.OnHealth(health.Status{ID: "web/198.18.0.2:80", State: health.Down, Weight: -1})
+	h.agent.takeVerdicts()
+	if _, ok := h.agent.statuses["web/198.18.0.2:80"]; ok {
+		t.Fatal("late verdict for a removed check accepted")
+	}
+}
