@@ -148,8 +148,9 @@ var ipvsReloaded bool
 
 // reloadIPVS empties IPVS by unloading and reloading ip_vs and its
 // schedulers. ipvsadm -C is not enough: deleted real servers stay in the
-// kernel's trash list for a while and a later add of the same one is cheaper
-// (or slower to look up), so a cold apply would not start cold.
+// kernel's trash list for a minute or more, every real server add walks that
+// list, and a match is revived rather than created, so a cold apply after
+// ipvsadm -C would not be cold.
 func reloadIPVS(b *testing.B) {
 	b.Helper()
 	sh(b, "ipvsadm", "-C")
