@@ -70,7 +70,7 @@ type Agent struct {
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
 	quorum    map[string]bool           // virtual servers below quorum, as last logged
 
-	checkIDs  map[string]health.Spec // the health checks currently configured
+	checkIDs map[string]health.Spec // the health checks currently configured
 
 	pendingMu sync.Mutex
 	pending   map[string]health.Status
