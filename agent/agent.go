@@ -6,9 +6,11 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,6 +278,17 @@ func (a *Agent) checks() []health.Check {
 func (a *Agent) reload() {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
 	defer a.notifyf("READY=1")
+	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
+	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
+	// parsed again, but the kernel is still re-read and repaired.
+	if src, err := os.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
+		a.log.Info("config unchanged", "config", a.cfg.Path)
+		if err := a.reconcile("reload", true); err != nil {
+			a.log.Error("reconcile after reload failed", "err", err)
+		}
+		a.notifyStatus()
+		return
+	}
 	cfg, err := a.load(a.cfg.Path)
 	if err != nil {
 		var ps config.Problems

@@ -674,3 +674,23 @@ func TestReloadForgetsVerdictsOfRemovedAndChangedChecks(t *testing.T) {
 		t.Fatal("late verdict for a removed check accepted")
 	}
 }
+
+// A reload of an unchanged file does not parse it again but still re-reads
+// the kernel and repairs it.
+func TestUnchangedReloadSkipsParsingButRepairs(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	h.reconcile("start", true)
+	h.agent.load = func(string) (*config.Config, error) {
+		t.Fatal("unchanged file parsed again")
+		return nil, nil
+	}
+	web := svcKey("192.0.2.10:80")
+	_ = h.fake.DeleteDestination(web, dKey("198.18.0.2:80"))
+	h.agent.reload()
+	if r := h.agent.View().LastResult; r.Reason != "reload" || r.Writes != 1 {
+		t.Fatalf("reload: %+v", r)
+	}
+	if _, ok := h.fake.Snapshot()[web].Dests[dKey("198.18.0.2:80")]; !ok {
+		t.Fatal("not repaired")
+	}
+}

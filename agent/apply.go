@@ -41,45 +41,62 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 		lanes[l] = append(lanes[l], op)
 	}
 
-	level := slog.LevelInfo
-	if reason == "start" && len(ops) > 100 {
-		level = slog.LevelDebug // a cold start of thousands of ops gets a summary line
-	}
-	var (
-		mu     sync.Mutex
-		failed []failure
-		wg     sync.WaitGroup
-	)
+	// Each lane only talks to the kernel and records what happened; the
+	// cached table and the log are updated afterwards on this goroutine, so
+	// the lanes share no lock and the kernel is never kept waiting on a log
+	// line.
+	done := make([][]bool, len(lanes)) // done[lane][i]: op i of the lane succeeded
+	errs := make([][]error, len(lanes))
+	var wg sync.WaitGroup
 	for i, lane := range lanes {
 		if len(lane) == 0 {
 			continue
 		}
+		done[i] = make([]bool, len(lane))
+		errs[i] = make([]error, len(lane))
 		wg.Add(1)
-		go func(k kernel.IPVS, lane []plan.Op) {
+		go func(k kernel.IPVS, lane []plan.Op, done []bool, errs []error) {
 			defer wg.Done()
 			var broken model.ServiceKey
 			brokenSet := false
-			for _, op := range lane {
+			for j, op := range lane {
 				if brokenSet && op.Service.Key == broken {
-					continue
+					continue // neither done nor failed: skipped with its service
 				}
-				err := exec(k, op)
-				mu.Lock()
-				if err != nil {
-					failed = append(failed, failure{op, err})
-					a.log.Error("kernel write failed", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String(), "err", err)
+				if err := exec(k, op); err != nil {
+					errs[j] = err
 					if op.Kind == plan.AddService {
 						broken, brokenSet = op.Service.Key, true
 					}
-				} else {
-					applyToTable(a.observed, op)
-					a.log.Log(context.Background(), level, "kernel write", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String())
+					continue
 				}
-				mu.Unlock()
+				done[j] = true
 			}
-		}(a.kernels[i], lane)
+		}(a.kernels[i], lane, done[i], errs[i])
 	}
 	wg.Wait()
+
+	ctx := context.Background()
+	level := slog.LevelInfo
+	if reason == "start" && len(ops) > 100 {
+		level = slog.LevelDebug // a cold start of thousands of ops gets a summary line
+	}
+	logWrites := a.log.Enabled(ctx, level) // op.String() is not free: skip it when unlogged
+	var failed []failure
+	for i, lane := range lanes {
+		for j, op := range lane {
+			switch {
+			case done[i][j]:
+				applyToTable(a.observed, op)
+				if logWrites {
+					a.log.Log(ctx, level, "kernel write", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String())
+				}
+			case errs[i][j] != nil:
+				failed = append(failed, failure{op, errs[i][j]})
+				a.log.Error("kernel write failed", "reason", reason, "virtual_server", names[op.Service.Key], "op", op.String(), "err", errs[i][j])
+			}
+		}
+	}
 	return failed
 }
 

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -24,7 +25,10 @@ import (
 
 // Config is a validated configuration.
 type Config struct {
-	Path           string
+	Path string
+	// Digest is the SHA-256 of the file's bytes: a reload of an unchanged
+	// file can skip parsing it.
+	Digest         [32]byte
 	StateFile      string
 	ResyncInterval time.Duration
 	CleanupOnExit  bool
@@ -171,6 +175,7 @@ func Parse(path, src string) (*Config, error) {
 		return nil, v.problems
 	}
 	cfg.Path = path
+	cfg.Digest = sha256.Sum256([]byte(src))
 	return cfg, nil
 }
 
