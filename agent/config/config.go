@@ -144,7 +144,7 @@ func Load(path string) (*Config, error) {
 func Parse(path, src string) (*Config, error) {
 	v := &validator{file: path, src: src}
 	var raw rawFile
-	md, err := toml.Decode(src, &raw)
+	undecoded, err := decode(src, &raw)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -152,7 +152,7 @@ func Parse(path, src string) (*Config, error) {
 		}
 		return nil, Problems{v.decodeProblem(err)}
 	}
-	for _, k := range md.Undecoded() {
+	for _, k := range undecoded {
 		ks := k.String()
 		occ := v.positions().occurrences(ks)
 		if len(occ) == 0 {
@@ -190,13 +190,45 @@ func (v *validator) decodeProblem(err error) Problem {
 	}
 	line, _ := strconv.Atoi(m[1])
 	col := 1
-	for _, o := range v.positions().occurrences(m[2]) {
-		if p := v.positions().at[o]; p.line == line {
+	occ := v.positions().occurrences(m[2])
+	sort.Slice(occ, func(i, j int) bool { return v.pos.at[occ[i]].line < v.pos.at[occ[j]].line })
+	for _, o := range occ {
+		if p := v.pos.at[o]; p.line == line {
 			col = p.col
+		}
+	}
+	// For a key inside an array of tables toml reports the line of the
+	// key's last occurrence, not of the one that failed. Decoding stops at
+	// the first bad value in file order, so the culprit is the first
+	// occurrence whose value has the type toml complained about.
+	if want := typeOfValueRE.FindStringSubmatch(m[3]); want != nil && len(occ) > 1 {
+		lines := strings.Split(v.src, "\n")
+		for _, o := range occ {
+			p := v.pos.at[o]
+			if valueType(lines[p.line-1]) == want[1] {
+				line, col = p.line, p.col
+				break
+			}
 		}
 	}
 	key := m[2][strings.LastIndex(m[2], ".")+1:]
 	return Problem{File: v.file, Line: line, Col: col, Msg: fmt.Sprintf("%s: %s", key, m[3])}
+}
+
+var typeOfValueRE = regexp.MustCompile(`TOML value has type (\S+);`)
+
+// valueType is the Go type toml gives the value of a one-line "key = value",
+// named as toml's errors name it ("string", "int64", "[]any"), or "".
+func valueType(line string) string {
+	i := strings.IndexByte(line, '=')
+	if i < 0 {
+		return ""
+	}
+	var m map[string]any
+	if _, err := toml.Decode("v ="+line[i+1:], &m); err != nil {
+		return ""
+	}
+	return strings.ReplaceAll(fmt.Sprintf("%T", m["v"]), "interface {}", "any")
 }
 
 type validator struct {
