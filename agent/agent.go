@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 
 	hctx, stopHealth := context.WithCancel(ctx)
 	healthDone := make(chan struct{})
-	a.health.Set(a.setChecks())
+	a.health.Set(a.checks()) // New recorded their IDs
 	go func() {
 		defer close(healthDone)
 		if err := a.health.Run(hctx); err != nil && !errors.Is(err, context.Canceled) {
