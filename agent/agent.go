@@ -329,13 +329,13 @@ func (a *Agent) startDrains(old, cur *config.Config) {
 		stay[vs.Service.Key] = m
 	}
 	for _, vs := range old.VirtualServers {
-		now2 := stay[vs.Service.Key]
-		if now2 == nil {
+		kept := stay[vs.Service.Key]
+		if kept == nil {
 			continue
 		}
 		for _, rs := range vs.RealServers {
 			ref := plan.DestRef{Service: vs.Service.Key, Dest: rs.Dest.Key}
-			if now2[rs.Dest.Key] || a.observed[ref.Service] == nil {
+			if kept[rs.Dest.Key] || a.observed[ref.Service] == nil {
 				continue
 			}
 			if d, ok := a.observed[ref.Service].Dests[ref.Dest]; ok {
