@@ -131,8 +131,10 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		a.load = config.Load
 	}
 	if a.health == nil {
-		// MaxInFlight is fixed at start: a reload does not resize the pool.
-		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth, MaxInFlight: cfg.MaxChecksInFlight})
+		// MaxInFlight and Budget are fixed at start: a reload does not
+		// resize the pool.
+		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth,
+			MaxInFlight: cfg.MaxChecksInFlight, Budget: float64(cfg.CheckBudget)})
 	}
 	a.setChecks() // verdicts are accepted for these from now on
 	owned, err := loadOwned(cfg.StateFile)
