@@ -18,6 +18,14 @@ CACHE=${CACHE:-$ROOT/.cache/vm}
 VM_TIMEOUT=${VM_TIMEOUT:-900} # seconds for the whole VM run, boot to poweroff
 VM_CPUS=${VM_CPUS:-2}
 VM_MEM=${VM_MEM:-1024}
+# VM_KEEPALIVED=1 (make vmbench) boots a base that also holds keepalived and its
+# libraries: the side-by-side benchmarks run it next to the agent. The plain
+# base leaves it out because it would cost every make vmtest boot time.
+VM_KEEPALIVED=${VM_KEEPALIVED:-0}
+# tsc=reliable: under TCG the guest finds no stable TSC and falls back to hpet,
+# which makes every clock read (time.Now, Go's scheduler, timers) an emulated
+# MMIO access, as no real director pays. With it clock reads take the vDSO.
+VM_CMDLINE="console=ttyS0 quiet panic=-1 oops=panic tsc=reliable clocksource=tsc"
 mkdir -p "$CACHE"
 
 # new_run_dir sets RUN to a fresh directory for one run's payload and logs,
@@ -118,15 +126,74 @@ copy_bin() {
 	done
 }
 
+# fetch_keepalived sets KA_BIN to keepalived unpacked from its Debian package
+# and KA_LIBPATH to the library directories of the packages it needs that the
+# host does not have (apt-get download + dpkg -x, as for the kernel; nothing
+# is installed on the host, so no daemon starts there). KA_VERSION goes into
+# the base's cache key.
+fetch_keepalived() {
+	KA_VERSION=$(apt-cache policy keepalived 2>/dev/null | awk '/Candidate:/{print $2}')
+	[ -n "$KA_VERSION" ] && [ "$KA_VERSION" != "(none)" ] || die "apt cannot resolve keepalived (run: apt-get update)"
+	local dir=$CACHE/keepalived-${KA_VERSION//[:~+]/_} want new p d level
+	if [ ! -x "$dir/root/usr/sbin/keepalived" ]; then
+		# keepalived and whatever of its dependency tree (3 levels) is not
+		# installed here: on bookworm libsnmp40, libnftnl11, libpci3, libwrap0.
+		want=keepalived new=keepalived
+		for level in 1 2 3; do
+			local next=""
+			for p in $new; do
+				for d in $(apt-cache depends "$p" 2>/dev/null | awk '$1=="Depends:" || $1=="PreDepends:" {print $2}' | grep -v '^<'); do
+					dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q 'ok installed' && continue
+					case " $want " in *" $d "*) continue ;; esac
+					want="$want $d" next="$next $d"
+				done
+			done
+			new=$next
+		done
+		log "downloading$(printf ' %s' $want) (keepalived $KA_VERSION for the benchmarks)"
+		local tmp
+		tmp=$(mktemp -d "$CACHE/keepalived.XXXXXX")
+		(cd "$tmp" && apt-get download $want >&2 2>/dev/null) || die "apt-get download$want failed (run: apt-get update)"
+		for p in "$tmp"/*.deb; do dpkg -x "$p" "$tmp/root"; done
+		rm -f "$tmp"/*.deb
+		rm -rf "$dir"
+		mv "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+	fi
+	KA_BIN=$dir/root/usr/sbin/keepalived
+	KA_LIBPATH=$dir/root/usr/lib/x86_64-linux-gnu:$dir/root/lib/x86_64-linux-gnu
+	if LD_LIBRARY_PATH=$KA_LIBPATH ldd "$KA_BIN" | grep -q 'not found'; then
+		LD_LIBRARY_PATH=$KA_LIBPATH ldd "$KA_BIN" | grep 'not found' >&2
+		die "keepalived needs libraries neither the host nor $dir has"
+	fi
+}
+
+# copy_keepalived puts keepalived at /usr/sbin/keepalived in the stage, with
+# every library ldd names (from the host or the unpacked packages; the
+# latter land at their path without the unpack prefix).
+copy_keepalived() {
+	local dst=$1 root=${KA_BIN%/usr/sbin/keepalived} lib rel
+	mkdir -p "$dst/usr/sbin"
+	cp "$KA_BIN" "$dst/usr/sbin/keepalived"
+	for lib in $(LD_LIBRARY_PATH=$KA_LIBPATH ldd "$KA_BIN" | grep -o '/[^ ]*'); do
+		rel=${lib#$root}
+		mkdir -p "$dst$(dirname "$rel")"
+		cp -L "$lib" "$dst$rel"
+	done
+}
+
 # build_base sets BASE to the cached base archive, building it if needed.
 build_base() {
-	local key stage M m re
+	local key stage M m re variant=std
+	if [ "$VM_KEEPALIVED" = 1 ]; then
+		fetch_keepalived
+		variant=keepalived
+	fi
 	key=$( {
 		cat "${BASH_SOURCE[0]}"
-		echo "$KVER"
+		echo "$KVER $variant ${KA_VERSION:-}"
 		dpkg-query -W busybox-static ipvsadm iproute2 libc6 2>/dev/null || true
 	} | sha256sum | cut -c1-12)
-	BASE=$CACHE/base-$KVER-$key.cpio.gz
+	BASE=$CACHE/base-$KVER-$variant-$key.cpio.gz
 	[ -f "$BASE" ] && return 0
 	log "building initramfs base for $KVER"
 	stage=$(mktemp -d "$CACHE/stage.XXXXXX")
@@ -148,6 +215,7 @@ build_base() {
 	mkdir -p "$stage/usr/sbin"
 	[ "$ipbin" = /usr/sbin/ip ] || ln -sf "$ipbin" "$stage/usr/sbin/ip"
 	ln -sf /usr/sbin/ip "$stage/bin/ip"
+	[ "$variant" = keepalived ] && copy_keepalived "$stage"
 	re=$(echo $VM_MODULES | sed 's/ /|/g')
 	for m in $(grep -E "/($re)\.ko(\.[a-z]+)?:" "$KDIR/$M/modules.dep" | tr -d ':' | tr ' ' '\n' | sort -u); do
 		mkdir -p "$stage/$M/$(dirname "$m")"
@@ -165,6 +233,7 @@ ip link set lo up  # IPVS rejects destinations while no local address exists
 for m in $(echo $VM_MODULES); do modprobe \$m || echo "modprobe \$m failed"; done
 stty -F /dev/ttyS1 raw -echo 2>/dev/null  # no \\r\\n translation on the results port
 echo "VMTEST-BOOTED \$(uname -r)" >/dev/ttyS1
+echo "[vm] clocksource: \$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" >/dev/ttyS1
 cd /payload && sh /payload/run.sh >/dev/ttyS1 2>&1
 echo "VMTEST-EXIT \$?" >/dev/ttyS1
 sleep 1  # let the UART drain before the power goes
@@ -174,7 +243,7 @@ EOF
 	(cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$BASE.tmp"
 	mv "$BASE.tmp" "$BASE"
 	rm -rf "$stage"
-	find "$CACHE" -maxdepth 1 -name "base-$KVER-*.cpio.gz" ! -name "$(basename "$BASE")" -delete # stale builds
+	find "$CACHE" -maxdepth 1 -name "base-$KVER-$variant-*.cpio.gz" ! -name "$(basename "$BASE")" -delete # stale builds
 }
 
 # build_payload DIR sets PAYLOAD to an archive of DIR placed at /payload.
@@ -203,7 +272,7 @@ boot_vm() {
 		-display none -monitor none -no-reboot -nic none \
 		-serial "file:$out/console.log" -serial "file:$out/results.log" \
 		-kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$out/initrd.gz" \
-		-append "console=ttyS0 quiet panic=-1 oops=panic" </dev/null &
+		-append "$VM_CMDLINE" </dev/null &
 	qpid=$!
 	tail -n +1 -F --pid=$qpid "$out/results.log" 2>/dev/null | sed -u 's/\r$//' | grep --line-buffered -v '^VMTEST-' || true
 	rc=0
