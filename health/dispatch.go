@@ -51,6 +51,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		events    []transition
 		rateStart = s.clock.Now()
 		rateWakes uint64
+		lastStats = rateStart
+		// For adaptBudget: the loop's busy time and probe starts since
+		// the last adaptation, and how many starts fit in one batch.
+		busy       time.Duration
+		started    int
+		lastAdapt  = rateStart
+		adaptAfter = firstAdapt
+		startLimit = 256
 	)
 	for {
 		if ctx.Err() != nil {
@@ -61,6 +69,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if w := s.wakeups.Add(1); now.Sub(rateStart) >= time.Second {
 			s.wakeRate.Store(math.Float64bits(float64(w-rateWakes) / now.Sub(rateStart).Seconds()))
 			rateStart, rateWakes = now, w
+			if now.Sub(lastStats) >= statsLogEvery {
+				lastStats = now
+				s.logStats()
+			}
 		}
 		done = done[:0]
 		if p != nil {
@@ -93,7 +105,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				}
 				continue
 			}
-			if len(due) >= free {
+			if len(due) >= free || len(due) >= startLimit {
 				// Every slot busy: the rest wait for the next tick.
 				s.saturated.Add(1)
 				break
@@ -123,6 +135,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 
 		if p != nil {
+			started += len(due)
+			busy += s.clock.Now().Sub(now)
+			if el := now.Sub(lastAdapt); el >= adaptAfter {
+				if cost := s.adaptBudget(busy, started, el); cost > 0 {
+					startLimit = max(16, int(maxBatch/cost))
+				}
+				busy, started, lastAdapt, adaptAfter = 0, 0, now, adaptEvery
+			}
+			if len(due) == startLimit {
+				continue // more are due: collect completions, then start them
+			}
 			if dl := p.nextDeadline(); !dl.IsZero() {
 				wait = min(wait, dl.Sub(now))
 			}
@@ -146,6 +169,60 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-timer.C():
 		}
 	}
+}
+
+// The loop measures what a probe costs it (busy wall time per probe
+// started, completions and wake-ups included) and from that the probes per
+// second it can run in loopShare of its time: the budget in force is never
+// above that, so on a small or starved machine intervals stretch evenly
+// (and say so) instead of every check starting late and the control plane
+// waiting behind the checks.
+const (
+	loopShare  = 0.5
+	firstAdapt = 5 * time.Second
+	adaptEvery = 30 * time.Second
+	// maxBatch bounds the probe starts of one iteration, so completions
+	// and timeouts are collected in between.
+	maxBatch = 20 * time.Millisecond
+	// minCapacity: below this many probes per second the measurement is
+	// not trusted to lower the budget further.
+	minCapacity = 50
+)
+
+// adaptBudget updates the measured capacity and re-fits the checks to the
+// budget when it moved by more than a quarter. It returns the cost per
+// probe measured, or 0 when too few probes ran to tell.
+func (s *Scheduler) adaptBudget(busy time.Duration, started int, el time.Duration) time.Duration {
+	if started < 100 {
+		return 0
+	}
+	cost := busy / time.Duration(started)
+	if cost <= 0 {
+		return 0
+	}
+	capacity := max(loopShare*float64(time.Second)/float64(cost), minCapacity)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.capacity
+	if old > 0 && capacity > old*0.75 && capacity < old*1.25 {
+		return cost
+	}
+	s.capacity = capacity
+	s.log.Debug("health loop capacity measured", "cost_per_probe", cost.String(),
+		"probes_per_second", int(capacity), "busy", (float64(busy) / float64(el)))
+	s.refitLocked()
+	return cost
+}
+
+// statsLogEvery is how often the loop logs its counters at debug level.
+const statsLogEvery = 10 * time.Second
+
+func (s *Scheduler) logStats() {
+	st := s.Stats()
+	s.log.Debug("health scheduler", "checks", st.Checks, "no_verdict", st.NoVerdict, "late", st.Late,
+		"max_lag", st.MaxLag.String(), "saturated", st.Saturated, "in_flight", st.InFlight,
+		"wakeups_per_second", st.WakeupsPerSec, "stalled", st.Stalled.String(),
+		"checks_per_second_configured", st.ConfiguredRate, "budget", st.Budget, "stretch", st.Stretch)
 }
 
 // finishNow applies a probe the poller finished as it started it.

@@ -182,6 +182,24 @@ func (s *Scheduler) Set(checks []Check) {
 	s.kick()
 }
 
+// effBudget is the budget in force: the configured one, lowered to what
+// the loop was measured to sustain (adaptBudget).
+func (s *Scheduler) effBudget() float64 {
+	if !s.fixedBudget && s.capacity > 0 && (s.budget == 0 || s.capacity < s.budget) {
+		return s.capacity
+	}
+	return s.budget
+}
+
+// refitLocked re-applies the budget to the checks as they are.
+func (s *Scheduler) refitLocked() {
+	runners := make(map[runnerKey]*runner, s.nRunners)
+	for _, r := range s.subs {
+		runners[r.key()] = r
+	}
+	s.fitBudgetLocked(runners)
+}
+
 // interval is r's interval as run: the configured one (the interned
 // spec's: the default for an invalid spec) stretched to fit the budget.
 func (s *Scheduler) interval(r *runner) time.Duration {
@@ -197,13 +215,14 @@ func (s *Scheduler) interval(r *runner) time.Duration {
 // servers keep being checked, less often, rather than some starving. It
 // recomputes each virtual server's Timing and logs a change of stretch.
 func (s *Scheduler) fitBudgetLocked(runners map[runnerKey]*runner) {
+	budget := s.effBudget()
 	rate := 0.0
 	for _, r := range runners {
 		rate += float64(time.Second) / float64(r.se.spec.Interval)
 	}
 	stretch := 1.0
-	if s.budget > 0 && rate > s.budget {
-		stretch = rate / s.budget
+	if budget > 0 && rate > budget {
+		stretch = rate / budget
 	}
 	changed := stretch != s.stretch
 	s.rate, s.stretch = rate, stretch
@@ -227,7 +246,7 @@ func (s *Scheduler) fitBudgetLocked(runners map[runnerKey]*runner) {
 	}
 	if stretch == 1 {
 		s.log.Info("health checks within budget: intervals as configured",
-			"checks_per_second", int(rate), "budget_per_second", int(s.budget))
+			"checks_per_second", int(rate), "budget_per_second", int(budget))
 		return
 	}
 	// One line for every virtual server, however many: the stretch is the
@@ -244,7 +263,7 @@ func (s *Scheduler) fitBudgetLocked(runners map[runnerKey]*runner) {
 	}
 	sort.Strings(pairs)
 	s.log.Warn("health checks over budget: every interval stretched to fit; raise [agent] check_budget or intervals",
-		"checks_per_second", int(rate), "budget_per_second", int(s.budget),
+		"checks_per_second", int(rate), "budget_per_second", int(budget), "budget_configured", int(s.budget),
 		"stretch", float64(int(stretch*100))/100, "virtual_servers", len(timings),
 		"intervals", strings.Join(pairs, ", "))
 }

@@ -56,7 +56,8 @@ type Options struct {
 	// Budget is the probes per second the scheduler runs at most: when the
 	// configured checks ask for more, every interval is stretched by the
 	// same factor (Stats.Stretch, Timings) and a warning says so. Zero:
-	// DefaultBudgetPerCPU x GOMAXPROCS. Negative: no budget.
+	// DefaultBudgetPerCPU x GOMAXPROCS. Either way the loop lowers it to
+	// what it measures it can sustain. Negative: no budget at all.
 	Budget float64
 	// Tick is the loop's batching period (DefaultTick when zero).
 	Tick time.Duration
@@ -92,7 +93,9 @@ type Stats struct {
 	// Stalled is the total time the loop was found asleep longer than it
 	// asked (the agent or the VM short of CPU); probe timeouts discount it.
 	Stalled time.Duration
-	// Budget is the probes per second allowed (0: none); ConfiguredRate
+	// Budget is the probes per second allowed (0: none): the configured
+	// budget, or less when the loop measured that it cannot sustain it
+	// within its CPU share (Scheduler.adaptBudget); ConfiguredRate
 	// what the checks ask for; Stretch (>= 1) the factor every interval is
 	// multiplied by to fit the budget.
 	Budget, ConfiguredRate, Stretch float64
@@ -118,6 +121,7 @@ type Scheduler struct {
 	lateAfter   time.Duration
 	tick        time.Duration
 	budget      float64
+	fixedBudget bool // no budget, measured or configured (Options.Budget < 0)
 	maxInFlight int
 	newChecker  func(Spec) (checker, error)
 	wake        chan struct{}
@@ -136,6 +140,7 @@ type Scheduler struct {
 	lastLate time.Time
 	lateLog  uint64            // Late at lastLate
 	rate     float64           // probes per second the checks ask for
+	capacity float64           // probes per second the loop was measured to sustain, 0 unknown
 	stretch  float64           // >= 1
 	timings  map[string]Timing // by virtual server
 
@@ -190,7 +195,7 @@ func NewScheduler(opts Options) *Scheduler {
 	if s.budget == 0 {
 		s.budget = DefaultBudgetPerCPU * float64(runtime.GOMAXPROCS(0))
 	} else if s.budget < 0 {
-		s.budget = 0
+		s.budget, s.fixedBudget = 0, true
 	}
 	if s.newChecker == nil {
 		s.newChecker = Spec.prepare
@@ -240,7 +245,7 @@ func (s *Scheduler) Timings() map[string]Timing {
 // Stats returns the scheduler's counters.
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
-	runners, subs, rate, stretch := s.nRunners, len(s.subs), s.rate, s.stretch
+	runners, subs, rate, stretch, budget := s.nRunners, len(s.subs), s.rate, s.stretch, s.effBudget()
 	s.mu.Unlock()
 	st := Stats{
 		Checks:         s.checks.Load(),
@@ -255,7 +260,7 @@ func (s *Scheduler) Stats() Stats {
 		WakeupsPerSec:  math.Float64frombits(s.wakeRate.Load()),
 		NoVerdict:      s.noVerdict.Load(),
 		Stalled:        time.Duration(s.stalled.Load()),
-		Budget:         s.budget,
+		Budget:         budget,
 		ConfiguredRate: rate,
 		Stretch:        stretch,
 	}
