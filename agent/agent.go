@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,6 +178,10 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 	hctx, stopHealth := context.WithCancel(ctx)
 	healthDone := make(chan struct{})
 	a.health.Set(a.checks()) // New recorded their IDs
+	// Parsing and the first apply leave most of the heap's peak as
+	// garbage (tens of MiB at 1,000 x 10): hand it back to the OS now
+	// rather than carry it as RSS for the daemon's life.
+	debug.FreeOSMemory()
 	go func() {
 		defer close(healthDone)
 		if err := a.health.Run(hctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -316,6 +321,7 @@ func (a *Agent) reload() {
 		a.log.Error("reconcile after reload failed", "err", err)
 	}
 	a.notifyStatus()
+	debug.FreeOSMemory() // the old and new configurations' garbage, as at start
 }
 
 // startDrains notes the real servers that left the configuration while
