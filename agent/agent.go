@@ -201,6 +201,19 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 		}
 	}
 	for {
+		// Stop and reload first: Go's select picks among ready cases at
+		// random, and at 10,000 checks verdict batches are ready almost
+		// always, each costing a reconcile; a reload waited behind them
+		// for tens of seconds.
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case <-reload:
+			a.reload()
+			resync.Reset(a.cfg.ResyncInterval)
+			continue
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return a.shutdown()

@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Run drives the checks until ctx ends, then waits for probes in flight to
@@ -59,12 +61,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		lastAdapt  = rateStart
 		adaptAfter = firstAdapt
 		startLimit = 256
+		busyCPU    time.Duration
+		cpu0       time.Duration
 	)
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		now := s.clock.Now()
+		if p != nil {
+			cpu0 = threadCPU()
+		}
 		s.lastLoop.Store(now.UnixNano())
 		if w := s.wakeups.Add(1); now.Sub(rateStart) >= time.Second {
 			s.wakeRate.Store(math.Float64bits(float64(w-rateWakes) / now.Sub(rateStart).Seconds()))
@@ -136,12 +143,22 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 		if p != nil {
 			started += len(due)
-			busy += s.clock.Now().Sub(now)
+			wall := s.clock.Now().Sub(now)
+			busy += wall
+			// The loop's own CPU: a thread clock read, valid unless the
+			// goroutine moved to another thread meanwhile (then it may be
+			// anything, and the wall time bounds it).
+			if c := threadCPU() - cpu0; c >= 0 && c <= wall {
+				busyCPU += c
+			} else {
+				busyCPU += wall
+			}
 			if el := now.Sub(lastAdapt); el >= adaptAfter {
-				if cost := s.adaptBudget(busy, started, el); cost > 0 {
-					startLimit = max(16, int(maxBatch/cost))
+				if started >= 100 {
+					startLimit = max(16, int(maxBatch/(busy/time.Duration(started))))
+					s.adaptBudget(busyCPU, started)
 				}
-				busy, started, lastAdapt, adaptAfter = 0, 0, now, adaptEvery
+				busy, busyCPU, started, lastAdapt, adaptAfter = 0, 0, 0, now, adaptEvery
 			}
 			if len(due) == startLimit {
 				continue // more are due: collect completions, then start them
@@ -171,47 +188,51 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// The loop measures what a probe costs it (busy wall time per probe
-// started, completions and wake-ups included) and from that the probes per
-// second it can run in loopShare of its time: the budget in force is never
-// above that, so on a small or starved machine intervals stretch evenly
-// (and say so) instead of every check starting late and the control plane
-// waiting behind the checks.
+// The loop measures what a probe costs it (its own thread's CPU time per
+// probe started, wake-ups and completions included, over adaptEvery; the
+// control plane's work does not count) and from that the probes per second
+// it can run in loopShare of one CPU: the budget in force is never above
+// that, so on a small or starved machine intervals stretch evenly (and say
+// so) instead of every check starting late and the control plane waiting
+// behind the checks. Starts per iteration are bounded by wall time
+// (maxBatch), so completions and timeouts are collected in between.
 const (
 	loopShare  = 0.5
 	firstAdapt = 5 * time.Second
 	adaptEvery = 30 * time.Second
-	// maxBatch bounds the probe starts of one iteration, so completions
-	// and timeouts are collected in between.
-	maxBatch = 20 * time.Millisecond
+	maxBatch   = 20 * time.Millisecond
 	// minCapacity: below this many probes per second the measurement is
 	// not trusted to lower the budget further.
-	minCapacity = 50
+	minCapacity = 100
 )
 
-// adaptBudget updates the measured capacity and re-fits the checks to the
-// budget when it moved by more than a quarter. It returns the cost per
-// probe measured, or 0 when too few probes ran to tell.
-func (s *Scheduler) adaptBudget(busy time.Duration, started int, el time.Duration) time.Duration {
-	if started < 100 {
+// threadCPU is the CPU time of the thread running the caller.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
 		return 0
 	}
-	cost := busy / time.Duration(started)
+	return time.Duration(ts.Nano())
+}
+
+// adaptBudget updates the measured capacity from cpu spent on started
+// probes and re-fits the checks to the budget when it moved by more than a
+// quarter.
+func (s *Scheduler) adaptBudget(cpu time.Duration, started int) {
+	cost := cpu / time.Duration(started)
 	if cost <= 0 {
-		return 0
+		return
 	}
 	capacity := max(loopShare*float64(time.Second)/float64(cost), minCapacity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.capacity
 	if old > 0 && capacity > old*0.75 && capacity < old*1.25 {
-		return cost
+		return
 	}
 	s.capacity = capacity
-	s.log.Debug("health loop capacity measured", "cost_per_probe", cost.String(),
-		"probes_per_second", int(capacity), "busy", (float64(busy) / float64(el)))
+	s.log.Debug("health loop capacity measured", "cpu_per_probe", cost.String(), "probes_per_second", int(capacity))
 	s.refitLocked()
-	return cost
 }
 
 // statsLogEvery is how often the loop logs its counters at debug level.
