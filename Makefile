@@ -25,7 +25,9 @@ vmtest:
 # Health checks side by side with keepalived 2.2.7 in one VM boot (issue 12's
 # table; about 15 minutes); see BENCHMARKS.md. Not part of make test.
 vmbench:
+	@echo "host before: $$(uptime)"
 	VM_KEEPALIVED=1 VM_MEM=$${VM_MEM:-4096} VM_TIMEOUT=$${VM_TIMEOUT:-2400} bash test/vm/run-tests.sh -test.run '^$$' -test.bench 'HealthSideBySide' -test.benchtime 1x
+	@echo "host after: $$(uptime)"
 
 # The kernel-apply benchmarks (cold apply, no-change reload, bare moby/ipvs), 5 runs each.
 vmbench-apply:
