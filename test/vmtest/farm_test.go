@@ -45,8 +45,8 @@ const (
 	farmPrefix   = "198.19.0.0/16"
 )
 
-// farmAddr is real server k's address.
-func farmAddr(k int) netip.Addr {
+// farmRealAddr is real server k's address.
+func farmRealAddr(k int) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32([]byte{198, 19, 0, 0})+uint32(k)+1)
 	return netip.AddrFrom4(b)

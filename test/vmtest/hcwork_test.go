@@ -39,7 +39,7 @@ func newHCWork(n int) *hcWork {
 		port := uint16(10000 + i%1000)
 		w.vips = append(w.vips, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i/1000)}), port))
 		for j := 0; j < hcReals; j++ {
-			w.targets = append(w.targets, netip.AddrPortFrom(farmAddr(i*hcReals+j), port))
+			w.targets = append(w.targets, netip.AddrPortFrom(farmRealAddr(i*hcReals+j), port))
 			w.weights = append(w.weights, 1+j%3)
 		}
 	}
