@@ -31,6 +31,7 @@ if [ "${NO_AGENT:-}" != 1 ]; then
 fi
 {
 	echo 'export VMTEST_AGENT=/payload/ipvs-agent VMTEST_IN_VM=1'
+	printf 'export VMBENCH_QUICK=%q\n' "${VMBENCH_QUICK:-}" # make vmbench: a short smoke run
 	echo 'rc=0'
 	for b in $bins; do
 		echo "echo '>>> $b'"
