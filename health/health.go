@@ -14,9 +14,10 @@
 //
 // The state machine, per distinct probe (target + spec):
 //
-//   - Unknown (the usual initial state) takes the first result as verdict:
-//     pass -> Up at full weight (no slow start: the server was serving),
-//     fail -> Down.
+//   - Unknown (the usual initial state) takes the first pass as verdict:
+//     Up at full weight (no slow start: the server was serving); it goes
+//     Down after Fall consecutive failures, like Up (one failure is not
+//     enough when the first probes run while the agent is busiest).
 //   - Up -> Down after Fall consecutive failures; Down -> Up after Rise
 //     consecutive passes, then slow start ramps Factor from 0.1 to 1 in
 //     ten steps over SlowStart.
@@ -167,8 +168,9 @@ type Check struct {
 	Target netip.AddrPort
 	Spec   Spec
 	// Initial is the state assumed until the first verdict. Unknown (the
-	// zero value) lets the first result decide; Up requires Spec.Fall
-	// failures to go down; Down requires Spec.Rise successes to go up.
+	// zero value) lets the first pass decide (or Spec.Fall failures); Up
+	// requires Spec.Fall failures to go down; Down requires Spec.Rise
+	// successes to go up.
 	Initial State
 }
 

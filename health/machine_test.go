@@ -49,7 +49,8 @@ func TestMachine(t *testing.T) {
 		want    []State
 	}{
 		{"unknown resolves on first pass", Unknown, []result{P}, []State{Up}},
-		{"unknown resolves on first fail", Unknown, []result{F}, []State{Down}},
+		{"unknown needs fall failures", Unknown, []result{F, F, F}, []State{Unknown, Unknown, Down}},
+		{"unknown: a pass decides at once", Unknown, []result{F, P}, []State{Unknown, Up}},
 		{"up needs fall failures", Up, []result{F, F, F}, []State{Up, Up, Down}},
 		{"a pass resets the fall count", Up, []result{F, F, P, F, F, F}, []State{Up, Up, Up, Up, Up, Down}},
 		{"down needs rise passes", Down, []result{P, P}, []State{Down, Up}},
