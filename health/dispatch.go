@@ -63,6 +63,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		startLimit = 256
 		busyCPU    time.Duration
 		cpu0       time.Duration
+		behind     bool // the queue's head was overdue by LateAfter
 	)
 	for {
 		if ctx.Err() != nil {
@@ -119,6 +120,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			due = append(due, s.queue.pop())
 		}
+		if s.queue.Len() > 0 && s.mono(now)-s.queue[0].at > int64(s.lateAfter) {
+			behind = true
+		}
 		wait := maxIdle
 		if s.queue.Len() > 0 {
 			wait = min(wait, time.Duration(s.queue[0].at-s.mono(now)))
@@ -154,11 +158,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				busyCPU += wall
 			}
 			if el := now.Sub(lastAdapt); el >= adaptAfter {
-				if started >= 100 {
+				if started >= 20 {
 					startLimit = max(16, int(maxBatch/(busy/time.Duration(started))))
-					s.adaptBudget(busyCPU, started)
+					s.adaptBudget(busyCPU, started, el, behind)
 				}
-				busy, busyCPU, started, lastAdapt, adaptAfter = 0, 0, 0, now, adaptEvery
+				busy, busyCPU, started, lastAdapt, adaptAfter, behind = 0, 0, 0, now, adaptEvery, false
 			}
 			if len(due) == startLimit {
 				continue // more are due: collect completions, then start them
@@ -189,21 +193,24 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // The loop measures what a probe costs it (its own thread's CPU time per
-// probe started, wake-ups and completions included, over adaptEvery; the
-// control plane's work does not count) and from that the probes per second
-// it can run in loopShare of one CPU: the budget in force is never above
-// that, so on a small or starved machine intervals stretch evenly (and say
-// so) instead of every check starting late and the control plane waiting
-// behind the checks. Starts per iteration are bounded by wall time
-// (maxBatch), so completions and timeouts are collected in between.
+// probe started, wake-ups and completions included; the control plane's
+// work does not count) and from that the probes per second it can run in
+// loopShare of one CPU. When it falls behind all the same (its process is
+// held to a CPU quota, or a hog or the host takes the CPU), the rate it
+// really achieved is the capacity. The budget in force is never above the
+// capacity, so on a small or starved machine intervals stretch evenly (and
+// say so, with the detection bound that follows) instead of every check
+// starting late and the control plane waiting behind the checks. Starts per
+// iteration are bounded by wall time (maxBatch), so completions and
+// timeouts are collected in between.
 const (
 	loopShare  = 0.5
-	firstAdapt = 5 * time.Second
-	adaptEvery = 30 * time.Second
+	firstAdapt = 3 * time.Second
+	adaptEvery = 10 * time.Second
 	maxBatch   = 20 * time.Millisecond
 	// minCapacity: below this many probes per second the measurement is
 	// not trusted to lower the budget further.
-	minCapacity = 100
+	minCapacity = 10
 )
 
 // threadCPU is the CPU time of the thread running the caller.
@@ -216,22 +223,32 @@ func threadCPU() time.Duration {
 }
 
 // adaptBudget updates the measured capacity from cpu spent on started
-// probes and re-fits the checks to the budget when it moved by more than a
-// quarter.
-func (s *Scheduler) adaptBudget(cpu time.Duration, started int) {
+// probes over el (behind: the loop fell behind meanwhile) and re-fits the
+// checks to the budget when it moved by more than a quarter. It rises by
+// half at most per adaptation, so a capacity learned by falling behind is
+// not forgotten at once.
+func (s *Scheduler) adaptBudget(cpu time.Duration, started int, el time.Duration, behind bool) {
 	cost := cpu / time.Duration(started)
 	if cost <= 0 {
-		return
+		cost = time.Microsecond
 	}
-	capacity := max(loopShare*float64(time.Second)/float64(cost), minCapacity)
+	capacity := loopShare * float64(time.Second) / float64(cost)
+	achieved := float64(started) / el.Seconds()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.capacity
+	if behind {
+		capacity = min(capacity, 0.8*achieved)
+	} else if old > 0 {
+		capacity = min(capacity, 1.5*old)
+	}
+	capacity = max(capacity, minCapacity)
 	if old > 0 && capacity > old*0.75 && capacity < old*1.25 {
 		return
 	}
 	s.capacity = capacity
-	s.log.Debug("health loop capacity measured", "cpu_per_probe", cost.String(), "probes_per_second", int(capacity))
+	s.log.Debug("health loop capacity measured", "cpu_per_probe", cost.String(),
+		"achieved_per_second", int(achieved), "behind", behind, "probes_per_second", int(capacity))
 	s.refitLocked()
 }
 

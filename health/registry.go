@@ -226,6 +226,19 @@ func (s *Scheduler) fitBudgetLocked(runners map[runnerKey]*runner) {
 	}
 	changed := stretch != s.stretch
 	s.rate, s.stretch = rate, stretch
+	if changed {
+		// Re-space the queued probes over one new interval from now:
+		// after a stretch a backlog of overdue probes would otherwise take
+		// longer than the new interval to drain, and the detection bound
+		// reported below would not hold until it had.
+		now := s.clock.Now()
+		for i := range s.queue {
+			if it := &s.queue[i]; !it.ramp {
+				it.at = s.mono(now.Add(time.Duration(rand.Int64N(int64(max(s.interval(it.r), time.Millisecond))))))
+			}
+		}
+		s.queue.filter(func(item) bool { return true })
+	}
 	timings := make(map[string]Timing, len(s.timings))
 	for _, r := range runners {
 		iv := r.se.spec.Interval
