@@ -14,6 +14,7 @@ const good = `
 [agent]
 state_file = "/tmp/state.json"
 resync_interval = "5s"
+check_budget = 3000
 
 [[virtual_server]]
 name = "web"
@@ -60,7 +61,7 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if cfg.StateFile != "/tmp/state.json" || cfg.ResyncInterval != 5*time.Second {
+	if cfg.StateFile != "/tmp/state.json" || cfg.ResyncInterval != 5*time.Second || cfg.CheckBudget != 3000 {
 		t.Errorf("agent settings: %+v", cfg)
 	}
 	if len(cfg.VirtualServers) != 3 {
@@ -206,6 +207,7 @@ name = "a"
 address = "192.0.2.1:80"
 persistence = "5 minutes"
 `, []string{`3:1: invalid duration "often"`, `7:1: invalid duration "5 minutes"`}},
+		{"check_budget out of range", "[agent]\ncheck_budget = 0\n", []string{`2:1: check_budget 0 out of range`}},
 		{"one_packet on tcp", `
 [[virtual_server]]
 name = "a"
