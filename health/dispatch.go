@@ -132,7 +132,20 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.report(e)
 		}
 
-		for _, it := range due {
+		cut := false
+		for i, it := range due {
+			if p != nil && i%8 == 7 && s.clock.Now().Sub(now) > maxBatch {
+				// Starts are slow (a starved process: under a 10% CPU
+				// quota one took ~0.1 s): put the rest back and look at
+				// completions, deadlines and the budget first.
+				s.mu.Lock()
+				for _, back := range due[i:] {
+					s.queue.push(back)
+				}
+				s.mu.Unlock()
+				due, cut = due[:i], true
+				break
+			}
 			s.noteLag(now, time.Duration(s.mono(now)-it.at))
 			s.inFlight.Add(1)
 			if p != nil && it.r.se.onPoller && it.r.se.err == nil {
@@ -164,7 +177,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				}
 				busy, busyCPU, started, lastAdapt, adaptAfter, behind = 0, 0, 0, now, adaptEvery, false
 			}
-			if len(due) == startLimit {
+			if cut || len(due) == startLimit {
 				continue // more are due: collect completions, then start them
 			}
 			if dl := p.nextDeadline(); !dl.IsZero() {
@@ -196,8 +209,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // probe started, wake-ups and completions included; the control plane's
 // work does not count) and from that the probes per second it can run in
 // loopShare of one CPU. When it falls behind all the same (its process is
-// held to a CPU quota, or a hog or the host takes the CPU), the rate it
-// really achieved is the capacity. The budget in force is never above the
+// held to a CPU quota, or a hog or the host takes the CPU) and achieved
+// less than 90% of the rate asked, the rate it achieved is the capacity. The budget in force is never above the
 // capacity, so on a small or starved machine intervals stretch evenly (and
 // say so, with the detection bound that follows) instead of every check
 // starting late and the control plane waiting behind the checks. Starts per
@@ -237,8 +250,15 @@ func (s *Scheduler) adaptBudget(cpu time.Duration, started int, el time.Duration
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.capacity
-	if behind {
-		capacity = min(capacity, 0.8*achieved)
+	// Behind while achieving about what was asked is a passing lag, not a
+	// limit: cutting to the achieved rate then would ratchet the budget
+	// down window after window.
+	asked := s.rate
+	if b := s.effBudget(); b > 0 {
+		asked = min(asked, b)
+	}
+	if behind && achieved < 0.9*asked {
+		capacity = min(capacity, achieved)
 	} else if old > 0 {
 		capacity = min(capacity, 1.5*old)
 	}
