@@ -63,7 +63,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		startLimit = 256
 		busyCPU    time.Duration
 		cpu0       time.Duration
-		behind     bool // the queue's head was overdue by LateAfter
+		behind     bool // the queue's head was overdue by a whole interval
 	)
 	for {
 		if ctx.Err() != nil {
@@ -120,8 +120,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			due = append(due, s.queue.pop())
 		}
-		if s.queue.Len() > 0 && s.mono(now)-s.queue[0].at > int64(s.lateAfter) {
-			behind = true
+		// Behind: the queue's head is overdue by a whole interval (and at
+		// least twice LateAfter): rounds are being lost, not a moment's lag.
+		if s.queue.Len() > 0 {
+			if over := time.Duration(s.mono(now) - s.queue[0].at); over > 2*s.lateAfter && over > s.interval(s.queue[0].r) {
+				behind = true
+			}
 		}
 		wait := maxIdle
 		if s.queue.Len() > 0 {
