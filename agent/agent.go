@@ -19,6 +19,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/agent/plan"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
@@ -46,6 +47,9 @@ type Options struct {
 	// Health runs the checks. Nil: New makes a health.Scheduler whose
 	// verdicts feed this agent.
 	Health HealthChecker
+	// Settings reads and writes the kernel's IPVS settings ([agent.kernel]).
+	// Nil: the agent leaves them alone.
+	Settings settings.Kernel
 	// Notifier, optional.
 	Notifier Notifier
 	// Load reads and validates a configuration file (config.Load).
@@ -59,6 +63,7 @@ type Options struct {
 type Agent struct {
 	log     *slog.Logger
 	kernels []kernel.IPVS
+	sysctls settings.Kernel
 	health  HealthChecker
 	notify  Notifier
 	load    func(string) (*config.Config, error)
@@ -66,7 +71,9 @@ type Agent struct {
 
 	cfg       *config.Config
 	owned     map[model.ServiceKey]bool
-	observed  model.Table // the kernel's table as last read, kept current as ops apply
+	found     settings.Values   // kernel settings as first found, before the agent changed them
+	setErrs   map[string]string // last write error per setting, logged once
+	observed  model.Table       // the kernel's table as last read, kept current as ops apply
 	statuses  map[string]health.Status
 	drains    map[plan.DestRef]draining
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
@@ -109,6 +116,8 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		log:       opts.Logger,
 		kernels:   opts.Kernels,
+		sysctls:   opts.Settings,
+		setErrs:   map[string]string{},
 		health:    opts.Health,
 		notify:    opts.Notifier,
 		load:      opts.Load,
@@ -135,11 +144,11 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		a.health = health.NewScheduler(health.Options{Logger: a.log, OnChange: a.OnHealth, MaxInFlight: cfg.MaxChecksInFlight})
 	}
 	a.setChecks() // verdicts are accepted for these from now on
-	owned, err := loadOwned(cfg.StateFile)
+	rec, err := loadState(cfg.StateFile)
 	if err != nil {
 		return nil, err
 	}
-	a.owned = owned
+	a.owned, a.found = rec.owned, rec.found
 	return a, nil
 }
 
@@ -436,6 +445,9 @@ func (a *Agent) observe() (model.Table, error) {
 // its own writes and no reads.
 func (a *Agent) reconcile(reason string, full bool) error {
 	start := a.now()
+	if full {
+		a.keepSettings(reason)
+	}
 	if full || a.observed == nil {
 		obs, err := a.observe()
 		if err != nil {
@@ -467,7 +479,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		intent[k] = true
 	}
 	if !sameKeys(intent, a.owned) {
-		if err := saveOwned(a.cfg.StateFile, intent); err != nil {
+		if err := a.saveState(intent); err != nil {
 			a.log.Error("reconciled", "reason", reason, "writes", 0, "errors", 1, "err", err)
 			return err
 		}
@@ -485,7 +497,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		}
 	}
 	if !sameKeys(final, intent) {
-		if err := saveOwned(a.cfg.StateFile, final); err != nil {
+		if err := a.saveState(final); err != nil {
 			a.log.Error("save state file", "err", err)
 		}
 	}
@@ -535,7 +547,7 @@ func (a *Agent) shutdown() error {
 		a.log.Info("stopping; kernel state left in place", "owned", len(a.owned))
 		return nil
 	}
-	var errs []error
+	errs := a.restoreSettings()
 	keys := make([]model.ServiceKey, 0, len(a.owned))
 	for k := range a.owned {
 		keys = append(keys, k)
@@ -548,7 +560,7 @@ func (a *Agent) shutdown() error {
 		}
 		delete(a.owned, k)
 	}
-	if err := saveOwned(a.cfg.StateFile, a.owned); err != nil {
+	if err := a.saveState(a.owned); err != nil {
 		errs = append(errs, err)
 	}
 	a.log.Info("stopping; removed owned virtual servers (cleanup_on_exit)", "removed", len(keys)-len(a.owned), "errors", len(errs))

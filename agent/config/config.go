@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
@@ -35,7 +36,10 @@ type Config struct {
 	// MaxChecksInFlight bounds the health probes running at once (sockets,
 	// goroutines); 0 means the health package's default.
 	MaxChecksInFlight int
-	VirtualServers    []VirtualServer
+	// Kernel holds the IPVS settings ([agent.kernel]) the agent keeps in
+	// the kernel: the defaults for direct routing, less unmanaged ones.
+	Kernel         settings.Values
+	VirtualServers []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -90,10 +94,11 @@ var forwardings = map[string]uint32{"dr": model.ForwardDR, "nat": model.ForwardN
 // The file as TOML decodes it, before validation.
 type rawFile struct {
 	Agent struct {
-		StateFile      *string `toml:"state_file"`
-		ResyncInterval *string `toml:"resync_interval"`
-		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
-		MaxInFlight    *int64  `toml:"max_checks_in_flight"`
+		StateFile      *string   `toml:"state_file"`
+		ResyncInterval *string   `toml:"resync_interval"`
+		CleanupOnExit  bool      `toml:"cleanup_on_exit"`
+		MaxInFlight    *int64    `toml:"max_checks_in_flight"`
+		Kernel         rawKernel `toml:"kernel"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -278,6 +283,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.StateFile = *s
 	}
 	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
+	cfg.Kernel = v.kernel(&raw.Agent.Kernel)
 	if m := raw.Agent.MaxInFlight; m != nil {
 		if *m < 1 || *m > 65536 {
 			v.problem("agent.max_checks_in_flight", "max_checks_in_flight %d out of range 1..65536", *m)

@@ -2,12 +2,14 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 )
 
 const good = `
@@ -206,6 +208,16 @@ name = "a"
 address = "192.0.2.1:80"
 persistence = "5 minutes"
 `, []string{`3:1: invalid duration "often"`, `7:1: invalid duration "5 minutes"`}},
+		{"kernel settings out of range", `
+[agent.kernel]
+conn_reuse_mode = 4
+tcp_timeout = "1500ms"
+udp_timeout = "800h"
+tcpfin_timeout = "0s"
+unmanaged = ["conn_reuse", "conntrack"]
+`, []string{`3:1: conn_reuse_mode 4 out of range 0..3`, `4:1: tcp_timeout 1.5s: the kernel counts whole seconds`,
+			`5:1: udp_timeout 800h0m0s is above the kernel's maximum`, `6:1: duration 0s is below the minimum 1s`,
+			`7:1: unmanaged[0]: unknown setting "conn_reuse"`}},
 		{"one_packet on tcp", `
 [[virtual_server]]
 name = "a"
@@ -261,5 +273,35 @@ func TestShippedExampleIsValid(t *testing.T) {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// Without [agent.kernel] the agent keeps the direct-routing defaults; keys
+// override them, timeouts are managed only when set, and unmanaged settings
+// are left out entirely.
+func TestKernelSettings(t *testing.T) {
+	cfg, err := Parse("k.toml", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings.Values{settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1,
+		settings.SloppyTCP: 0, settings.SloppySCTP: 0, settings.Conntrack: 0}
+	if !maps.Equal(cfg.Kernel, want) {
+		t.Errorf("defaults: %v, want %v", cfg.Kernel, want)
+	}
+	cfg, err = Parse("k.toml", `
+[agent.kernel]
+conn_reuse_mode = 0
+conntrack = true
+tcp_timeout = "15m"
+unmanaged = ["expire_nodest_conn", "sloppy_sctp", "timeout_udp"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = settings.Values{settings.ConnReuseMode: 0, settings.ExpireQuiescentTemplate: 1,
+		settings.SloppyTCP: 0, settings.Conntrack: 1, settings.TimeoutTCP: 900}
+	if !maps.Equal(cfg.Kernel, want) {
+		t.Errorf("set: %v, want %v", cfg.Kernel, want)
 	}
 }

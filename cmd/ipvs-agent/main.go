@@ -17,6 +17,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent"
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -93,7 +94,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer k.Close()
 		kernels = append(kernels, k)
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}})
+	// The settings ([agent.kernel]) are not worth refusing to program the
+	// table for: without them the agent runs and says why, at every start.
+	var sysctls settings.Kernel
+	if p, err := settings.Open(); err != nil {
+		log.Error("kernel IPVS settings will not be kept", "err", err)
+	} else {
+		defer p.Close()
+		sysctls = p
+	}
+	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Settings: sysctls, Notifier: agent.Systemd{}})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
