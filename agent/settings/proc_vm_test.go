@@ -15,6 +15,6 @@ func TestProcContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(p.Close) // after Contract's own cleanup, which restores the values
 	settingstest.Contract(t, p)
 }
