@@ -91,11 +91,14 @@ type Agent struct {
 // View is a read-only snapshot of the agent's state after a reconcile: the
 // seam for a status socket and metrics.
 type View struct {
-	ConfigPath    string
-	Desired       model.Table
-	Statuses      map[string]health.Status
-	Healthy       map[string]int  // virtual server name -> healthy real servers
-	QuorumLost    map[string]bool // virtual servers below their quorum
+	ConfigPath string
+	Desired    model.Table
+	Statuses   map[string]health.Status
+	Healthy    map[string]int  // virtual server name -> healthy real servers
+	QuorumLost map[string]bool // virtual servers below their quorum
+	// Why says, per real server whose kernel weight is not its configured
+	// one (or that is left out of the kernel), the reason.
+	Why           map[plan.DestRef]string
 	Conflicts     []model.ServiceKey
 	LastReconcile time.Time
 	LastResult    ReconcileResult
@@ -457,7 +460,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		a.observed = obs
 		a.pruneDrains()
 	}
-	d := buildDesired(a.cfg, a.statuses, a.drains)
+	d := buildDesired(inputs{cfg: a.cfg, statuses: a.statuses, drains: a.drains, observed: a.observed, lost: a.quorum})
 	a.logQuorum(d)
 	res := plan.Plan(plan.Input{Desired: d.table, Observed: a.observed, Owned: a.owned, Adopt: d.adopt, KeepWeight: d.keepWeight})
 	for _, key := range res.Conflicts {
@@ -534,7 +537,7 @@ func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResu
 		st[k] = v
 	}
 	a.view.Store(&View{
-		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost,
+		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost, Why: d.why,
 		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r,
 	})
 }

@@ -373,7 +373,9 @@ func checkedConfig(onFailure, sorry string) string {
 }
 
 func TestHealthVerdictsDriveWeights(t *testing.T) {
-	h := newHarness(t, t.TempDir(), nil, checkedConfig("", ""))
+	// alpha = false: both start at their configured weight, so each
+	// verdict below is one write.
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("alpha = false", ""))
 	h.reconcile("start", true)
 	web := svcKey("192.0.2.10:80")
 	if n := len(h.health.set); n != 0 {

@@ -21,10 +21,14 @@ type desired struct {
 	keepWeight map[plan.DestRef]bool
 	adopt      map[model.ServiceKey]bool
 	names      map[model.ServiceKey]string // for log lines
-	// quorumLost lists virtual servers with fewer healthy real servers than
-	// their quorum: exported for VIP withdrawal.
+	// quorumLost lists virtual servers below their quorum (with
+	// hysteresis): one value for the log, status, the quorum commands and
+	// VIP withdrawal.
 	quorumLost map[string]bool
 	healthy    map[string]int
+	// why says, per real server whose kernel weight differs from its
+	// configured one (or that is left out), the reason.
+	why map[plan.DestRef]string
 }
 
 // draining is a real server that left the configuration while its virtual
@@ -35,11 +39,26 @@ type draining struct {
 	since time.Time
 }
 
+// inputs are what the desired state is built from.
+type inputs struct {
+	cfg      *config.Config
+	statuses map[string]health.Status
+	drains   map[plan.DestRef]draining
+	// observed is the kernel's table as last read (alpha: is the real
+	// server there already? the sorry server: does it still carry
+	// connections?). Nil before the first read.
+	observed model.Table
+	// lost are the virtual servers below quorum after the previous build:
+	// hysteresis needs the previous state.
+	lost map[string]bool
+}
+
 // buildDesired turns the configuration, the health verdicts and the drain
-// list into the table the kernel should hold. A real server without a
-// check is always up; with a check and no verdict yet its kernel weight is
-// kept (no flap on restart or reload).
-func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains map[plan.DestRef]draining) desired {
+// list into the table the kernel should hold, applying the weight policy
+// (weight.go) to each real server, then quorum and the sorry server to each
+// virtual server. It is pure.
+func buildDesired(in inputs) desired {
+	cfg := in.cfg
 	d := desired{
 		table:      make(model.Table, len(cfg.VirtualServers)),
 		keepWeight: map[plan.DestRef]bool{},
@@ -47,6 +66,7 @@ func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains 
 		names:      make(map[model.ServiceKey]string, len(cfg.VirtualServers)),
 		quorumLost: map[string]bool{},
 		healthy:    make(map[string]int, len(cfg.VirtualServers)),
+		why:        map[plan.DestRef]string{},
 	}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
@@ -57,44 +77,69 @@ func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains 
 		if vs.Adopt {
 			d.adopt[key] = true
 		}
+		var seen *model.VirtualServer
+		if in.observed != nil {
+			seen = in.observed[key]
+		}
 		up := 0
 		for j := range vs.RealServers {
 			rs := &vs.RealServers[j]
+			ref := plan.DestRef{Service: key, Dest: rs.Dest.Key}
+			inKernel := false
+			if seen != nil {
+				_, inKernel = seen.Dests[rs.Dest.Key]
+			}
+			var st health.Status
+			known := false
+			if rs.Check != nil {
+				st, known = in.statuses[checkID(vs, rs)]
+			}
+			dec := decide(vs, rs, st, known, inKernel)
+			if dec.healthy {
+				up++
+			}
+			if dec.why != "" {
+				d.why[ref] = dec.why
+			}
+			if !dec.present {
+				continue
+			}
 			dest := rs.Dest
-			if rs.Check == nil {
-				up++
-				v.Dests[dest.Key] = dest
-				continue
+			dest.Weight = dec.weight
+			if dec.keep {
+				d.keepWeight[ref] = true
 			}
-			st, ok := statuses[checkID(vs, rs)]
-			if !ok || st.State == health.Unknown {
-				// No verdict yet: presumed up, so a restart neither adds
-				// the sorry server nor reports a lost quorum.
-				up++
-				d.keepWeight[plan.DestRef{Service: key, Dest: dest.Key}] = true
-				v.Dests[dest.Key] = dest
-				continue
-			}
-			if st.State == health.Up {
-				up++
-			}
-			if st.State == health.Down && vs.OnFailure == "remove" {
-				continue
-			}
-			dest.Weight = st.EffectiveWeight(rs.Dest.Weight)
 			v.Dests[dest.Key] = dest
 		}
 		d.healthy[vs.Name] = up
-		if up < vs.Quorum {
+		lost := quorumLost(vs, up, in.lost[vs.Name])
+		if lost {
 			d.quorumLost[vs.Name] = true
 		}
-		if vs.SorryServer != nil && up == 0 && len(vs.RealServers) > 0 {
-			if _, clash := v.Dests[vs.SorryServer.Key]; !clash {
-				v.Dests[vs.SorryServer.Key] = *vs.SorryServer
+		if s := vs.SorryServer; s != nil {
+			ref := plan.DestRef{Service: key, Dest: s.Key}
+			var there model.Destination
+			var inKernel bool
+			if seen != nil {
+				there, inKernel = seen.Dests[s.Key]
+			}
+			switch {
+			case lost:
+				v.Dests[s.Key] = *s
+				d.why[ref] = "sorry server: below quorum"
+			case inKernel && there.ActiveConns > 0:
+				// Quorum is back: no new connections, but the ones it
+				// took while the pool was down finish (with
+				// expire_nodest_conn a delete would cut them off). It
+				// is deleted once they have ended (at a resync).
+				z := *s
+				z.Weight = 0
+				v.Dests[s.Key] = z
+				d.why[ref] = "sorry server draining: quorum is back"
 			}
 		}
 	}
-	for ref, dr := range drains {
+	for ref, dr := range in.drains {
 		v := d.table[ref.Service]
 		if v == nil {
 			continue // the whole virtual server went away: it is deleted
@@ -105,6 +150,21 @@ func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains 
 		dest := dr.dest
 		dest.Weight = 0
 		v.Dests[ref.Dest] = dest
+		d.why[ref] = "draining: removed from the configuration"
 	}
 	return d
+}
+
+// quorumLost applies the quorum with hysteresis: a virtual server that has
+// its quorum loses it when fewer than quorum - hysteresis real servers are
+// healthy, and one that lost it regains it at quorum + hysteresis, so a
+// pool flapping around its quorum does not flap what hangs on it.
+func quorumLost(vs *config.VirtualServer, healthy int, wasLost bool) bool {
+	if vs.Quorum == 0 {
+		return false
+	}
+	if wasLost {
+		return healthy < vs.Quorum+vs.Hysteresis
+	}
+	return healthy < vs.Quorum-vs.Hysteresis
 }

@@ -1,7 +1,7 @@
 // Package health runs health checks against real servers and turns their
 // results into verdicts: "real server X is up / down / drained, at weight
-// factor f". It knows nothing of IPVS; the agent maps a Status onto the
-// kernel's weight with Status.EffectiveWeight.
+// factor f". It knows nothing of IPVS: it reports state, factor and
+// reported weight; the agent's weight policy turns them into kernel weights.
 //
 // One Scheduler drives every check from a single timer heap and runs each
 // probe on a short-lived goroutine bounded by a semaphore, so the number of
@@ -31,7 +31,6 @@ package health
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -100,40 +99,6 @@ type Status struct {
 	Reason string
 	// Since is when State last changed.
 	Since time.Time
-}
-
-// EffectiveWeight is the kernel weight the agent should set for a real
-// server configured with weight configured. It returns -1 for Unknown,
-// meaning "keep what the kernel has".
-func (s Status) EffectiveWeight(configured int) int {
-	switch s.State {
-	case Down, Drain:
-		return 0
-	case Unknown:
-		return -1
-	}
-	if s.Weight >= 0 {
-		// A file's absolute weight replaces the configured one; slow
-		// start and an agent's percentage still scale it.
-		configured = s.Weight
-	}
-	if configured <= 0 {
-		return 0
-	}
-	f := s.Factor
-	if f <= 0 {
-		return 0
-	}
-	if f > 1 {
-		f = 1
-	}
-	w := int(math.Round(float64(configured) * f))
-	// A tiny factor must not turn an up server into a drained one: weight 0
-	// means "no new connections" to IPVS.
-	if w < 1 {
-		w = 1
-	}
-	return w
 }
 
 // Check is one health check subscription chosen by the agent.

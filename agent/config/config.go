@@ -49,9 +49,17 @@ type VirtualServer struct {
 	Adopt   bool
 
 	// Health-related behaviour the agent applies on the checks' verdicts.
-	OnFailure    string // "quiesce" (weight 0) or "remove" (delete the destination)
-	SorryServer  *model.Destination
-	Quorum       int
+	OnFailure   string // "quiesce" (weight 0) or "remove" (delete the destination)
+	SorryServer *model.Destination
+	// Quorum is the number of healthy real servers the virtual server
+	// needs (0: none); Hysteresis widens it both ways (lost below
+	// Quorum-Hysteresis, back at Quorum+Hysteresis).
+	Quorum     int
+	Hysteresis int
+	// Alpha: a checked real server that is not in the kernel yet gets no
+	// traffic (weight 0, or not added with on_failure = "remove") until
+	// its first check passes.
+	Alpha        bool
 	DrainTimeout time.Duration
 
 	RealServers []RealServer
@@ -122,6 +130,8 @@ type rawVS struct {
 	OnFailure          *string  `toml:"on_failure"`
 	SorryServer        *string  `toml:"sorry_server"`
 	Quorum             *int64   `toml:"quorum"`
+	Hysteresis         *int64   `toml:"hysteresis"`
+	Alpha              *bool    `toml:"alpha"`
 	DrainTimeout       *string  `toml:"drain_timeout"`
 	Check              *Check   `toml:"check"`
 	RealServers        []rawRS  `toml:"real_server"`
@@ -438,6 +448,9 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			v.problem(path+".on_failure", "unknown on_failure %q (quiesce or remove)", *r.OnFailure)
 		}
 	}
+	// By default a virtual server with real servers needs one of them
+	// healthy: below that it is down (sorry server, quorum_down).
+	vs.Quorum = min(1, len(r.RealServers))
 	if r.Quorum != nil {
 		if *r.Quorum < 0 || *r.Quorum > int64(len(r.RealServers)) {
 			v.problem(path+".quorum", "quorum %d out of range 0..%d (the number of real servers)", *r.Quorum, len(r.RealServers))
@@ -445,6 +458,17 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			vs.Quorum = int(*r.Quorum)
 		}
 	}
+	if h := r.Hysteresis; h != nil {
+		switch {
+		case *h < 0 || *h >= int64(max(vs.Quorum, 1)):
+			v.problem(path+".hysteresis", "hysteresis %d out of range 0..%d (below quorum %d, or the quorum could never be lost)", *h, max(vs.Quorum-1, 0), vs.Quorum)
+		case int64(vs.Quorum)+*h > int64(len(r.RealServers)):
+			v.problem(path+".hysteresis", "quorum %d + hysteresis %d is more than the %d real servers: a lost quorum could never come back", vs.Quorum, *h, len(r.RealServers))
+		default:
+			vs.Hysteresis = int(*h)
+		}
+	}
+	vs.Alpha = r.Alpha == nil || *r.Alpha
 	vs.DrainTimeout = v.duration(path+".drain_timeout", r.DrainTimeout, DefaultDrainTimeout, 0)
 	if r.SorryServer != nil {
 		if d, good := v.dest(path+".sorry_server", *r.SorryServer, fwd, svc.Key); good {

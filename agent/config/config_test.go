@@ -218,6 +218,26 @@ unmanaged = ["conn_reuse", "conntrack"]
 `, []string{`3:1: conn_reuse_mode 4 out of range 0..3`, `4:1: tcp_timeout 1.5s: the kernel counts whole seconds`,
 			`5:1: udp_timeout 800h0m0s is above the kernel's maximum`, `6:1: duration 0s is below the minimum 1s`,
 			`7:1: unmanaged[0]: unknown setting "conn_reuse"`}},
+		{"hysteresis out of range", `
+[[virtual_server]]
+name = "a"
+address = "192.0.2.1:80"
+quorum = 2
+hysteresis = 2
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.2:80"
+[[virtual_server]]
+name = "b"
+address = "192.0.2.2:80"
+quorum = 2
+hysteresis = 1
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.2:80"
+`, []string{`6:1: hysteresis 2 out of range 0..1`, `15:1: quorum 2 + hysteresis 1 is more than the 2 real servers`}},
 		{"one_packet on tcp", `
 [[virtual_server]]
 name = "a"

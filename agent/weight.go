@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ipvs-agent/ipvs-agent/agent/config"
+	"github.com/ipvs-agent/ipvs-agent/health"
+)
+
+// This file is the one home of weight policy: how a real server's health
+// (state, factor and reported weight, from package health) and the virtual
+// server's settings (on_failure, alpha) become its presence and weight in
+// the kernel. Quorum and the sorry server, which depend on all real servers
+// of a virtual server, are in desired.go, built on these decisions.
+
+// decision is what the policy makes of one real server.
+type decision struct {
+	// present: the real server is in the desired table. Not present is a
+	// delete (on_failure = "remove"), or no add (alpha with "remove").
+	present bool
+	// keep: no verdict yet and the real server is in the kernel already:
+	// keep the kernel's weight (a restart or reload changes nothing).
+	keep bool
+	// weight is the kernel weight when present and not keep.
+	weight int
+	// healthy counts toward the quorum. A real server without a verdict
+	// counts: a restart must not flap a quorum (and what hangs on it).
+	healthy bool
+	// why says why the kernel weight is not the configured one ("" when it
+	// is): for status and logs.
+	why string
+}
+
+// decide applies the policy to one real server. known is false when its
+// check has no status at all; inKernel says whether the kernel already has
+// the real server (as last read).
+func decide(vs *config.VirtualServer, rs *config.RealServer, st health.Status, known, inKernel bool) decision {
+	if rs.Check == nil {
+		return decision{present: true, weight: rs.Dest.Weight, healthy: true}
+	}
+	if !known || st.State == health.Unknown {
+		switch {
+		case inKernel:
+			return decision{present: true, keep: true, healthy: true, why: "no verdict yet: kernel weight kept"}
+		case !vs.Alpha:
+			return decision{present: true, weight: rs.Dest.Weight, healthy: true}
+		case vs.OnFailure == "remove":
+			return decision{healthy: true, why: "alpha: added after its first check passes"}
+		default:
+			return decision{present: true, healthy: true, why: "alpha: weight 0 until its first check passes"}
+		}
+	}
+	switch st.State {
+	case health.Down:
+		if vs.OnFailure == "remove" {
+			return decision{why: "down: " + st.Reason}
+		}
+		return decision{present: true, why: "down: " + st.Reason}
+	case health.Drain:
+		return decision{present: true, why: "drain: " + st.Reason}
+	}
+	w, why := upWeight(rs.Dest.Weight, st)
+	return decision{present: true, weight: w, healthy: true, why: why}
+}
+
+// upWeight is the kernel weight of a real server that is up, configured
+// with weight configured: a file's absolute weight replaces the configured
+// one; slow start and an agent's percentage (Factor) scale it.
+func upWeight(configured int, st health.Status) (int, string) {
+	why := ""
+	if st.Weight >= 0 {
+		configured = st.Weight
+		why = fmt.Sprintf("reported weight %d", st.Weight)
+	}
+	f := min(st.Factor, 1)
+	if configured <= 0 {
+		return 0, why
+	}
+	if f <= 0 {
+		return 0, join(why, "factor 0%")
+	}
+	w := int(math.Round(float64(configured) * f))
+	// A tiny factor must not turn an up server into a drained one: weight 0
+	// means "no new connections" to IPVS.
+	w = max(w, 1)
+	if f < 1 {
+		why = join(why, fmt.Sprintf("factor %.0f%% (slow start or agent)", f*100))
+	}
+	return w, why
+}
+
+func join(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + ", " + b
+}
