@@ -451,7 +451,8 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	if full {
 		a.keepSettings(reason)
 	}
-	if full || a.observed == nil {
+	fresh := full || a.observed == nil
+	if fresh {
 		obs, err := a.observe()
 		if err != nil {
 			a.log.Error("reconciled", "reason", reason, "writes", 0, "errors", 1, "err", err)
@@ -460,7 +461,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		a.observed = obs
 		a.pruneDrains()
 	}
-	d := buildDesired(inputs{cfg: a.cfg, statuses: a.statuses, drains: a.drains, observed: a.observed, lost: a.quorum})
+	d := buildDesired(inputs{cfg: a.cfg, statuses: a.statuses, drains: a.drains, observed: a.observed, fresh: fresh, lost: a.quorum})
 	a.logQuorum(d)
 	res := plan.Plan(plan.Input{Desired: d.table, Observed: a.observed, Owned: a.owned, Adopt: d.adopt, KeepWeight: d.keepWeight})
 	for _, key := range res.Conflicts {

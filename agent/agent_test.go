@@ -450,8 +450,13 @@ func TestOnFailureRemoveAndSorryServer(t *testing.T) {
 	h.agent.takeVerdicts()
 	h.reconcile("health", false)
 	ds = h.fake.Snapshot()[web].Dests
-	if _, ok := ds[dKey("198.18.5.5:80")]; ok || ds[dKey("198.18.0.2:80")].Weight != 20 {
-		t.Fatalf("sorry server not withdrawn on recovery: %s", dump(h.fake.Snapshot()))
+	if ds[dKey("198.18.5.5:80")].Weight != 0 || ds[dKey("198.18.0.2:80")].Weight != 20 {
+		t.Fatalf("sorry server not quiesced on recovery: %s", dump(h.fake.Snapshot()))
+	}
+	// The next read of the kernel finds no connection left on it: deleted.
+	h.reconcile("resync", true)
+	if _, ok := h.fake.Snapshot()[web].Dests[dKey("198.18.5.5:80")]; ok {
+		t.Fatalf("sorry server not withdrawn at the resync after recovery: %s", dump(h.fake.Snapshot()))
 	}
 }
 

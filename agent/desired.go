@@ -48,6 +48,9 @@ type inputs struct {
 	// server there already? the sorry server: does it still carry
 	// connections?). Nil before the first read.
 	observed model.Table
+	// fresh: observed was read from the kernel for this build, so its
+	// connection counts are current (not only kept up to date by writes).
+	fresh bool
 	// lost are the virtual servers below quorum after the previous build:
 	// hysteresis needs the previous state.
 	lost map[string]bool
@@ -127,11 +130,12 @@ func buildDesired(in inputs) desired {
 			case lost:
 				v.Dests[s.Key] = *s
 				d.why[ref] = "sorry server: below quorum"
-			case inKernel && there.ActiveConns > 0:
+			case inKernel && (!in.fresh || there.ActiveConns > 0):
 				// Quorum is back: no new connections, but the ones it
 				// took while the pool was down finish (with
 				// expire_nodest_conn a delete would cut them off). It
-				// is deleted once they have ended (at a resync).
+				// is deleted when a read of the kernel (a resync) finds
+				// none left: counts kept from writes alone are stale.
 				z := *s
 				z.Weight = 0
 				v.Dests[s.Key] = z

@@ -77,7 +77,7 @@ func fetchFrom(port int, addr string) (string, error) {
 }
 
 // failoverSetup starts an agent for vip (rr over the three real servers on
-// port 80, a TCP check with fall 1) and waits until every check says up.
+// port 80, a TCP check with fall 2 (one slow probe on a loaded machine is not a failure)) and waits until every check says up.
 func failoverSetup(t *testing.T, vip, extra, onFailure, persistence string) *agent {
 	t.Helper()
 	resetKernel(t)
@@ -93,9 +93,9 @@ on_failure = %q
   [virtual_server.check]
   type = "tcp"
   interval = "1s"
-  timeout = "500ms"
+  timeout = "1s"
   rise = 1
-  fall = 1
+  fall = 2
   [[virtual_server.real_server]]
   address = "198.18.0.11:80"
   [[virtual_server.real_server]]
