@@ -77,7 +77,7 @@ type Agent struct {
 	statuses  map[string]health.Status
 	drains    map[plan.DestRef]draining
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
-	quorum    map[string]bool           // virtual servers below quorum, as last logged
+	quorum    map[string]bool           // every virtual server's quorum state (true: lost), as last logged
 
 	checkIDs map[string]health.Spec // the health checks currently configured
 
@@ -334,9 +334,12 @@ func (a *Agent) startDrains(old, cur *config.Config) {
 	now := a.now()
 	stay := make(map[model.ServiceKey]map[model.DestKey]bool, len(cur.VirtualServers))
 	for _, vs := range cur.VirtualServers {
-		m := make(map[model.DestKey]bool, len(vs.RealServers))
+		m := make(map[model.DestKey]bool, len(vs.RealServers)+1)
 		for _, rs := range vs.RealServers {
 			m[rs.Dest.Key] = true
+		}
+		if vs.SorryServer != nil {
+			m[vs.SorryServer.Key] = true
 		}
 		stay[vs.Service.Key] = m
 	}
@@ -345,9 +348,18 @@ func (a *Agent) startDrains(old, cur *config.Config) {
 		if kept == nil {
 			continue
 		}
+		leaving := make([]model.DestKey, 0, len(vs.RealServers)+1)
 		for _, rs := range vs.RealServers {
-			ref := plan.DestRef{Service: vs.Service.Key, Dest: rs.Dest.Key}
-			if kept[rs.Dest.Key] || a.observed[ref.Service] == nil {
+			leaving = append(leaving, rs.Dest.Key)
+		}
+		if vs.SorryServer != nil {
+			// A sorry server dropped or replaced by the reload may
+			// carry the connections it took while the pool was down.
+			leaving = append(leaving, vs.SorryServer.Key)
+		}
+		for _, dk := range leaving {
+			ref := plan.DestRef{Service: vs.Service.Key, Dest: dk}
+			if kept[dk] || a.observed[ref.Service] == nil {
 				continue
 			}
 			if d, ok := a.observed[ref.Service].Dests[ref.Dest]; ok {
@@ -519,17 +531,15 @@ func (a *Agent) reconcile(reason string, full bool) error {
 // logQuorum logs each virtual server that falls below its quorum or
 // regains it, once per change.
 func (a *Agent) logQuorum(d desired) {
-	for name := range d.quorumLost {
-		if !a.quorum[name] {
+	for name, lost := range d.quorum {
+		switch was, known := a.quorum[name]; {
+		case lost && !was:
 			a.log.Warn("virtual server below quorum", "virtual_server", name, "healthy", d.healthy[name])
-		}
-	}
-	for name := range a.quorum {
-		if !d.quorumLost[name] {
+		case !lost && was && known:
 			a.log.Info("virtual server quorum restored", "virtual_server", name, "healthy", d.healthy[name])
 		}
 	}
-	a.quorum = d.quorumLost
+	a.quorum = d.quorum
 }
 
 func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResult) {

@@ -584,7 +584,7 @@ func BenchmarkColdApply1000x10(b *testing.B) {
 }
 
 func TestQuorum(t *testing.T) {
-	h := newHarness(t, t.TempDir(), nil, checkedConfig("quorum = 2", ""))
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("quorum = 2\nalpha = false", ""))
 	h.reconcile("start", true)
 	if h.agent.View().QuorumLost["web"] {
 		t.Fatal("quorum lost at start, before any verdict")

@@ -22,10 +22,12 @@ type desired struct {
 	adopt      map[model.ServiceKey]bool
 	names      map[model.ServiceKey]string // for log lines
 	// quorumLost lists virtual servers below their quorum (with
-	// hysteresis): one value for the log, status, the quorum commands and
-	// VIP withdrawal.
+	// hysteresis): one value for the log, status and VIP withdrawal.
 	quorumLost map[string]bool
-	healthy    map[string]int
+	// quorum is every virtual server's state (true: lost), the next
+	// build's previous state.
+	quorum  map[string]bool
+	healthy map[string]int
 	// why says, per real server whose kernel weight differs from its
 	// configured one (or that is left out), the reason.
 	why map[plan.DestRef]string
@@ -51,8 +53,10 @@ type inputs struct {
 	// fresh: observed was read from the kernel for this build, so its
 	// connection counts are current (not only kept up to date by writes).
 	fresh bool
-	// lost are the virtual servers below quorum after the previous build:
-	// hysteresis needs the previous state.
+	// lost is each virtual server's quorum state after the previous build
+	// (true: lost); hysteresis needs it. A virtual server missing there
+	// (the first build after a start, or new in a reload) takes it from
+	// the kernel: its sorry server in service means the quorum was lost.
 	lost map[string]bool
 }
 
@@ -68,6 +72,7 @@ func buildDesired(in inputs) desired {
 		adopt:      map[model.ServiceKey]bool{},
 		names:      make(map[model.ServiceKey]string, len(cfg.VirtualServers)),
 		quorumLost: map[string]bool{},
+		quorum:     make(map[string]bool, len(cfg.VirtualServers)),
 		healthy:    make(map[string]int, len(cfg.VirtualServers)),
 		why:        map[plan.DestRef]string{},
 	}
@@ -84,22 +89,27 @@ func buildDesired(in inputs) desired {
 		if in.observed != nil {
 			seen = in.observed[key]
 		}
-		up := 0
+		up, pending := 0, 0
 		for j := range vs.RealServers {
 			rs := &vs.RealServers[j]
 			ref := plan.DestRef{Service: key, Dest: rs.Dest.Key}
-			inKernel := false
+			var kernel *model.Destination
 			if seen != nil {
-				_, inKernel = seen.Dests[rs.Dest.Key]
+				if kd, ok := seen.Dests[rs.Dest.Key]; ok {
+					kernel = &kd
+				}
 			}
 			var st health.Status
 			known := false
 			if rs.Check != nil {
 				st, known = in.statuses[checkID(vs, rs)]
 			}
-			dec := decide(vs, rs, st, known, inKernel)
-			if dec.healthy {
+			dec := decide(vs, rs, st, known, kernel)
+			switch {
+			case dec.healthy:
 				up++
+			case dec.pending:
+				pending++
 			}
 			if dec.why != "" {
 				d.why[ref] = dec.why
@@ -115,22 +125,42 @@ func buildDesired(in inputs) desired {
 			v.Dests[dest.Key] = dest
 		}
 		d.healthy[vs.Name] = up
-		lost := quorumLost(vs, up, in.lost[vs.Name])
+
+		var sorryThere model.Destination
+		sorryInKernel := false
+		if s := vs.SorryServer; s != nil && seen != nil {
+			sorryThere, sorryInKernel = seen.Dests[s.Key]
+		}
+		wasLost, known := in.lost[vs.Name]
+		if !known {
+			wasLost = sorryInKernel && sorryThere.Weight > 0
+		}
+		lost := quorumLost(vs, up, pending, wasLost)
+		d.quorum[vs.Name] = lost
 		if lost {
 			d.quorumLost[vs.Name] = true
 		}
 		if s := vs.SorryServer; s != nil {
 			ref := plan.DestRef{Service: key, Dest: s.Key}
-			var there model.Destination
-			var inKernel bool
-			if seen != nil {
-				there, inKernel = seen.Dests[s.Key]
-			}
 			switch {
 			case lost:
+				// As keepalived: below quorum the virtual server is
+				// down and the sorry server alone takes new
+				// connections; the real servers left keep theirs
+				// (weight 0, not deleted). One without a verdict yet
+				// keeps its kernel weight: that weight is what says
+				// whether it is healthy until its check speaks.
+				for dk, dest := range v.Dests {
+					rref := plan.DestRef{Service: key, Dest: dk}
+					if dest.Weight != 0 && !d.keepWeight[rref] {
+						dest.Weight = 0
+						v.Dests[dk] = dest
+						d.why[rref] = "below quorum: the sorry server takes new connections"
+					}
+				}
 				v.Dests[s.Key] = *s
 				d.why[ref] = "sorry server: below quorum"
-			case inKernel && (!in.fresh || there.ActiveConns > 0):
+			case sorryInKernel && (!in.fresh || sorryThere.ActiveConns > 0):
 				// Quorum is back: no new connections, but the ones it
 				// took while the pool was down finish (with
 				// expire_nodest_conn a delete would cut them off). It
@@ -162,13 +192,15 @@ func buildDesired(in inputs) desired {
 // quorumLost applies the quorum with hysteresis: a virtual server that has
 // its quorum loses it when fewer than quorum - hysteresis real servers are
 // healthy, and one that lost it regains it at quorum + hysteresis, so a
-// pool flapping around its quorum does not flap what hangs on it.
-func quorumLost(vs *config.VirtualServer, healthy int, wasLost bool) bool {
+// pool flapping around its quorum does not flap what hangs on it. Real
+// servers still waiting for their first verdict (pending) keep a quorum
+// from being lost but do not bring it back.
+func quorumLost(vs *config.VirtualServer, healthy, pending int, wasLost bool) bool {
 	if vs.Quorum == 0 {
 		return false
 	}
 	if wasLost {
 		return healthy < vs.Quorum+vs.Hysteresis
 	}
-	return healthy < vs.Quorum-vs.Hysteresis
+	return healthy+pending < vs.Quorum-vs.Hysteresis
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
@@ -25,43 +26,67 @@ type decision struct {
 	// weight is the kernel weight when present and not keep.
 	weight int
 	// healthy counts toward the quorum. A real server without a verdict
-	// counts: a restart must not flap a quorum (and what hangs on it).
+	// counts as what the kernel says of it (a weight above 0), so a
+	// restart or reload neither loses nor regains a quorum on its own.
 	healthy bool
+	// pending: a new real server waiting for its first verdict (alpha).
+	// It cannot take a quorum back, but it keeps one from being lost:
+	// a first start must not flap the quorum for the first interval.
+	pending bool
 	// why says why the kernel weight is not the configured one ("" when it
 	// is): for status and logs.
 	why string
 }
 
 // decide applies the policy to one real server. known is false when its
-// check has no status at all; inKernel says whether the kernel already has
-// the real server (as last read).
-func decide(vs *config.VirtualServer, rs *config.RealServer, st health.Status, known, inKernel bool) decision {
+// check has no status at all; kernel is the real server as the kernel had
+// it when last read (nil: not there).
+func decide(vs *config.VirtualServer, rs *config.RealServer, st health.Status, known bool, kernel *model.Destination) decision {
+	conf := rs.Dest.Weight
 	if rs.Check == nil {
-		return decision{present: true, weight: rs.Dest.Weight, healthy: true}
+		return decision{present: true, weight: conf, healthy: true}
 	}
 	if !known || st.State == health.Unknown {
 		switch {
-		case inKernel:
-			return decision{present: true, keep: true, healthy: true, why: "no verdict yet: kernel weight kept"}
+		case kernel != nil:
+			d := decision{present: true, keep: true, healthy: kernel.Weight > 0}
+			switch {
+			case kernel.Weight == conf:
+			case kernel.Weight == 0 && vs.Alpha:
+				// Added at 0 by alpha, or quiesced before a restart:
+				// either way it waits for its first verdict.
+				d.pending = true
+				d.why = "alpha: weight 0 until its first check passes"
+			default:
+				d.why = "no verdict yet: the kernel's weight is kept"
+			}
+			return d
 		case !vs.Alpha:
-			return decision{present: true, weight: rs.Dest.Weight, healthy: true}
+			return decision{present: true, weight: conf, healthy: true}
 		case vs.OnFailure == "remove":
-			return decision{healthy: true, why: "alpha: added after its first check passes"}
+			return decision{pending: true, why: "alpha: added when its first check passes"}
 		default:
-			return decision{present: true, healthy: true, why: "alpha: weight 0 until its first check passes"}
+			return decision{present: true, pending: true, why: "alpha: weight 0 until its first check passes"}
 		}
 	}
 	switch st.State {
 	case health.Down:
 		if vs.OnFailure == "remove" {
-			return decision{why: "down: " + st.Reason}
+			return decision{why: reason("down", st.Reason)}
 		}
-		return decision{present: true, why: "down: " + st.Reason}
+		return decision{present: true, why: reason("down", st.Reason)}
 	case health.Drain:
-		return decision{present: true, why: "drain: " + st.Reason}
+		return decision{present: true, why: reason("drain", st.Reason)}
 	}
-	w, why := upWeight(rs.Dest.Weight, st)
+	w, why := upWeight(conf, st)
 	return decision{present: true, weight: w, healthy: true, why: why}
+}
+
+func reason(state, r string) string {
+	if r == "" {
+		return state
+	}
+	return state + ": " + r
 }
 
 // upWeight is the kernel weight of a real server that is up, configured

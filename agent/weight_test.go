@@ -32,9 +32,9 @@ func TestDecide(t *testing.T) {
 		{"no verdict, in the kernel: keep", quiesce, checked(10), health.Status{}, false, true,
 			decision{present: true, keep: true, healthy: true}},
 		{"no verdict, new, alpha: weight 0", quiesce, checked(10), health.Status{}, false, false,
-			decision{present: true, weight: 0, healthy: true}},
+			decision{present: true, weight: 0, pending: true}},
 		{"no verdict, new, alpha, remove: not added", remove, checked(10), health.Status{}, false, false,
-			decision{healthy: true}},
+			decision{pending: true}},
 		{"no verdict, new, alpha = false: presumed up", presumed, checked(10), health.Status{}, false, false,
 			decision{present: true, weight: 10, healthy: true}},
 		{"unknown state is no verdict", quiesce, checked(10), health.Status{State: health.Unknown}, true, true,
@@ -52,14 +52,18 @@ func TestDecide(t *testing.T) {
 		{"rounding", quiesce, checked(3), up(0.25, -1), true, true, decision{present: true, weight: 1, healthy: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := decide(tc.vs, tc.rs, tc.st, tc.known, tc.inKernel)
+			var kernel *model.Destination
+			if tc.inKernel {
+				kernel = &model.Destination{Weight: tc.rs.Dest.Weight}
+			}
+			got := decide(tc.vs, tc.rs, tc.st, tc.known, kernel)
 			why := got.why
 			got.why = ""
 			if got != tc.want {
 				t.Errorf("decide = %+v, want %+v", got, tc.want)
 			}
 			// Every departure from the configured weight says why.
-			differs := !got.present || got.keep || got.weight != tc.rs.Dest.Weight
+			differs := !got.present || !got.keep && got.weight != tc.rs.Dest.Weight
 			if differs && why == "" {
 				t.Errorf("weight differs from configured %d (%+v) without a reason", tc.rs.Dest.Weight, got)
 			}
@@ -100,5 +104,26 @@ func TestAlphaStart(t *testing.T) {
 				t.Errorf("restart wrote %d", r.Writes)
 			}
 		})
+	}
+}
+
+// Without a verdict, what the kernel has decides: a weight above 0 is a
+// healthy real server (a restart keeps the quorum), 0 is not (a restart
+// during an outage keeps it lost), and an alpha server still at 0 says so.
+func TestDecideKeepsKernelView(t *testing.T) {
+	rs := &config.RealServer{Dest: model.Destination{Weight: 10}, Check: &health.Spec{}}
+	vs := &config.VirtualServer{OnFailure: "quiesce", Alpha: true}
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 10}); !d.keep || !d.healthy || d.why != "" {
+		t.Errorf("kernel at the configured weight: %+v", d)
+	}
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 0}); !d.keep || d.healthy || !d.pending || !strings.Contains(d.why, "alpha") {
+		t.Errorf("kernel at 0, alpha: %+v", d)
+	}
+	vs.Alpha = false
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 3}); !d.keep || !d.healthy || !strings.Contains(d.why, "kept") {
+		t.Errorf("kernel at 3: %+v", d)
+	}
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 0}); !d.keep || d.healthy || d.pending {
+		t.Errorf("kernel at 0 without alpha (quiesced before a restart): %+v", d)
 	}
 }

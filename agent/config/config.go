@@ -448,9 +448,9 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			v.problem(path+".on_failure", "unknown on_failure %q (quiesce or remove)", *r.OnFailure)
 		}
 	}
-	// By default a virtual server with real servers needs one of them
-	// healthy: below that it is down (sorry server, quorum_down).
-	vs.Quorum = min(1, len(r.RealServers))
+	// By default a virtual server needs one healthy real server: below
+	// that it is down (and its sorry server serves).
+	vs.Quorum = 1
 	if r.Quorum != nil {
 		if *r.Quorum < 0 || *r.Quorum > int64(len(r.RealServers)) {
 			v.problem(path+".quorum", "quorum %d out of range 0..%d (the number of real servers)", *r.Quorum, len(r.RealServers))
@@ -469,6 +469,9 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		}
 	}
 	vs.Alpha = r.Alpha == nil || *r.Alpha
+	if r.SorryServer != nil && r.Quorum != nil && *r.Quorum == 0 {
+		v.problem(path+".sorry_server", "sorry_server with quorum = 0 would never be used (quorum 0: the virtual server is never down); remove quorum = 0")
+	}
 	vs.DrainTimeout = v.duration(path+".drain_timeout", r.DrainTimeout, DefaultDrainTimeout, 0)
 	if r.SorryServer != nil {
 		if d, good := v.dest(path+".sorry_server", *r.SorryServer, fwd, svc.Key); good {

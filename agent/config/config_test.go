@@ -238,6 +238,15 @@ hysteresis = 1
   [[virtual_server.real_server]]
   address = "198.18.0.2:80"
 `, []string{`6:1: hysteresis 2 out of range 0..1`, `15:1: quorum 2 + hysteresis 1 is more than the 2 real servers`}},
+		{"sorry server that could never be used", `
+[[virtual_server]]
+name = "a"
+address = "192.0.2.1:80"
+quorum = 0
+sorry_server = "198.18.0.9:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+`, []string{`6:1: sorry_server with quorum = 0 would never be used`}},
 		{"one_packet on tcp", `
 [[virtual_server]]
 name = "a"
