@@ -72,6 +72,7 @@ type Agent struct {
 	cfg       *config.Config
 	owned     map[model.ServiceKey]bool
 	found     settings.Values   // kernel settings as first found, before the agent changed them
+	foundBoot string            // the kernel boot found was recorded in
 	setErrs   map[string]string // last write error per setting, logged once
 	observed  model.Table       // the kernel's table as last read, kept current as ops apply
 	statuses  map[string]health.Status
@@ -151,7 +152,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.owned, a.found = rec.owned, rec.found
+	a.owned, a.found, a.foundBoot = rec.owned, rec.found, rec.boot
 	return a, nil
 }
 
@@ -495,7 +496,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		intent[k] = true
 	}
 	if !sameKeys(intent, a.owned) {
-		if err := a.saveState(intent); err != nil {
+		if err := a.writeState(intent); err != nil {
 			a.log.Error("reconciled", "reason", reason, "writes", 0, "errors", 1, "err", err)
 			return err
 		}
@@ -513,7 +514,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 		}
 	}
 	if !sameKeys(final, intent) {
-		if err := a.saveState(final); err != nil {
+		if err := a.writeState(final); err != nil {
 			a.log.Error("save state file", "err", err)
 		}
 	}
@@ -574,7 +575,7 @@ func (a *Agent) shutdown() error {
 		}
 		delete(a.owned, k)
 	}
-	if err := a.saveState(a.owned); err != nil {
+	if err := a.writeState(a.owned); err != nil {
 		errs = append(errs, err)
 	}
 	a.log.Info("stopping; removed owned virtual servers (cleanup_on_exit)", "removed", len(keys)-len(a.owned), "errors", len(errs))

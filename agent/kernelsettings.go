@@ -5,23 +5,29 @@ import (
 	"maps"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
-
 	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 )
 
-// saveState writes the state file with owned as the ownership record and
+// writeState writes the state file with owned as the ownership record and
 // the kernel settings found so far.
-func (a *Agent) saveState(owned map[model.ServiceKey]bool) error {
-	return saveState(a.cfg.StateFile, record{owned: owned, found: a.found})
+func (a *Agent) writeState(owned map[model.ServiceKey]bool) error {
+	return saveState(a.cfg.StateFile, record{owned: owned, found: a.found, boot: a.foundBoot})
 }
 
 // keepSettings makes the kernel's IPVS settings what the configuration
 // says (start, reload, and every resync, so a value changed behind the
 // agent's back is put back and logged). Before it first changes a setting
 // it records the kernel's value in the state file, and changes nothing if
-// it cannot: cleanup_on_exit must be able to restore what it found.
+// it cannot: cleanup_on_exit must be able to restore what it found. A
+// setting it changed that the configuration no longer names goes back to
+// the value found (unless it is now unmanaged: someone else owns it).
 func (a *Agent) keepSettings(reason string) {
 	if a.sysctls == nil {
+		return
+	}
+	boot, err := a.sysctls.BootID()
+	if err != nil {
+		a.settingError("read", err)
 		return
 	}
 	have, err := a.sysctls.Read()
@@ -29,22 +35,42 @@ func (a *Agent) keepSettings(reason string) {
 		a.settingError("read", err)
 		return
 	}
-	changes := settings.Plan(a.cfg.Kernel, have)
-	if len(changes) == 0 {
-		return
+	delete(a.setErrs, "read")
+	prev, prevBoot := maps.Clone(a.found), a.foundBoot
+	if a.foundBoot != boot {
+		// Recorded in another boot (reboot, ip_vs reloaded): the kernel
+		// started over from its defaults and sysctl.d; what it has now
+		// is what was found.
+		clear(a.found)
+		a.foundBoot = boot
 	}
-	prev := maps.Clone(a.found)
+	want := maps.Clone(a.cfg.Kernel)
+	var forget []settings.Name
+	for n, v := range a.found {
+		if _, configured := want[n]; configured {
+			continue
+		}
+		if !a.cfg.KernelUnmanaged[n] {
+			want[n] = v // no longer configured: back to what was found
+		}
+		forget = append(forget, n)
+	}
+	changes := settings.Plan(want, have)
 	for _, c := range changes {
-		if _, ok := a.found[c.Name]; !ok && c.From >= 0 {
+		if _, ok := a.found[c.Name]; !ok && c.From >= 0 && a.cfg.Kernel[c.Name] == c.To {
 			a.found[c.Name] = c.From
 		}
 	}
-	if !maps.Equal(prev, a.found) {
-		if err := a.saveState(a.owned); err != nil {
-			a.found = prev
+	for _, n := range forget {
+		delete(a.found, n)
+	}
+	if !maps.Equal(prev, a.found) || prevBoot != a.foundBoot && len(a.found) > 0 {
+		if err := a.writeState(a.owned); err != nil {
+			a.found, a.foundBoot = prev, prevBoot
 			a.settingError("record", err)
 			return
 		}
+		delete(a.setErrs, "record")
 	}
 	for _, c := range changes {
 		if err := a.sysctls.Write(c.Name, c.To); err != nil {
@@ -67,15 +93,24 @@ func (a *Agent) settingError(what string, err error) {
 }
 
 // restoreSettings puts back the settings the agent changed, as it first
-// found them (cleanup_on_exit), and forgets them.
+// found them (cleanup_on_exit), and forgets them. Settings now unmanaged
+// belong to someone else and are left as they are.
 func (a *Agent) restoreSettings() []error {
 	if a.sysctls == nil || len(a.found) == 0 {
+		return nil
+	}
+	if boot, err := a.sysctls.BootID(); err != nil || boot != a.foundBoot {
+		clear(a.found) // from another boot: nothing of ours to restore
 		return nil
 	}
 	var errs []error
 	for _, n := range settings.All() {
 		v, ok := a.found[n]
 		if !ok {
+			continue
+		}
+		if a.cfg.KernelUnmanaged[n] {
+			delete(a.found, n)
 			continue
 		}
 		if err := a.sysctls.Write(n, v); err != nil {

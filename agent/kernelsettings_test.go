@@ -134,3 +134,45 @@ func TestKernelSettingsFailures(t *testing.T) {
 		t.Errorf("table not programmed: %v", got)
 	}
 }
+
+// A setting the configuration stops naming goes back to the value found;
+// one it now lists as unmanaged is left to its new owner, also at
+// cleanup_on_exit.
+func TestKernelSettingsLeaveConfig(t *testing.T) {
+	dir := t.TempDir()
+	fk := settingstest.NewFake()
+	h := settingsHarness(t, dir, fk, "[agent.kernel]\ntcp_timeout = \"60s\"")
+	h.reconcile("start", true)
+	if fk.Values[settings.TimeoutTCP] != 60 {
+		t.Fatalf("tcp timeout %d, want 60", fk.Values[settings.TimeoutTCP])
+	}
+	h.writeConfig(strings.Replace(oneService, "%s", "cleanup_on_exit = true\n[agent.kernel]\nunmanaged = [\"conn_reuse_mode\"]", 1))
+	h.agent.reload()
+	if fk.Values[settings.TimeoutTCP] != 900 {
+		t.Errorf("tcp timeout %d after its key was removed, want the 900 found", fk.Values[settings.TimeoutTCP])
+	}
+	fk.Values[settings.ConnReuseMode] = 0 // its new owner's value
+	h2 := settingsHarness(t, dir, fk, "cleanup_on_exit = true\n[agent.kernel]\nunmanaged = [\"conn_reuse_mode\"]")
+	h2.runThenStop()
+	if fk.Values[settings.ConnReuseMode] != 0 || fk.Values[settings.ExpireNodestConn] != 0 {
+		t.Errorf("after cleanup: %v (conn_reuse_mode must stay its owner's 0, expire_nodest_conn back to 0)", fk.Values)
+	}
+}
+
+// Values recorded in another boot are not restored: after a reboot the
+// kernel's own values are what the agent found.
+func TestKernelSettingsRecordIsPerBoot(t *testing.T) {
+	dir := t.TempDir()
+	fk := settingstest.NewFake()
+	h := settingsHarness(t, dir, fk, "")
+	h.reconcile("start", true)
+	// Reboot: fresh kernel, with sysctl.d setting conn_reuse_mode 2.
+	fk2 := settingstest.NewFake()
+	fk2.Boot = "boot-2"
+	fk2.Values[settings.ConnReuseMode] = 2
+	h2 := settingsHarness(t, dir, fk2, "cleanup_on_exit = true")
+	h2.runThenStop()
+	if fk2.Values[settings.ConnReuseMode] != 2 {
+		t.Errorf("cleanup restored conn_reuse_mode %d from the earlier boot, want this boot's 2", fk2.Values[settings.ConnReuseMode])
+	}
+}

@@ -25,12 +25,15 @@ type stateFile struct {
 	Version       int            `json:"version"`
 	Services      []stateService `json:"services"`
 	FoundSettings map[string]int `json:"found_settings,omitempty"`
+	// FoundBoot is the kernel boot ID the found settings belong to.
+	FoundBoot string `json:"found_boot,omitempty"`
 }
 
 // record is the state file's content as the agent uses it.
 type record struct {
 	owned map[model.ServiceKey]bool
 	found settings.Values
+	boot  string // the kernel boot the found values are from
 }
 
 type stateService struct {
@@ -56,7 +59,7 @@ func loadState(path string) (record, error) {
 	found := settings.Values{}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return record{owned, found}, nil
+		return record{owned: owned, found: found}, nil
 	}
 	if err != nil {
 		return record{}, fmt.Errorf("read state file: %w", err)
@@ -76,7 +79,7 @@ func loadState(path string) (record, error) {
 			found[settings.Name(n)] = v
 		}
 	}
-	return record{owned, found}, nil
+	return record{owned, found, sf.FoundBoot}, nil
 }
 
 // saveState writes the state file atomically: a crash leaves either the old
@@ -97,6 +100,7 @@ func saveState(path string, r record) error {
 		for n, v := range r.found {
 			sf.FoundSettings[string(n)] = v
 		}
+		sf.FoundBoot = r.boot
 	}
 	b, err := json.MarshalIndent(sf, "", " ")
 	if err != nil {

@@ -38,8 +38,11 @@ type Config struct {
 	MaxChecksInFlight int
 	// Kernel holds the IPVS settings ([agent.kernel]) the agent keeps in
 	// the kernel: the defaults for direct routing, less unmanaged ones.
-	Kernel         settings.Values
-	VirtualServers []VirtualServer
+	Kernel settings.Values
+	// KernelUnmanaged are the settings listed in [agent.kernel] unmanaged:
+	// never written, not even to restore them.
+	KernelUnmanaged map[settings.Name]bool
+	VirtualServers  []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -293,7 +296,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.StateFile = *s
 	}
 	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
-	cfg.Kernel = v.kernel(&raw.Agent.Kernel)
+	cfg.Kernel, cfg.KernelUnmanaged = v.kernel(&raw.Agent.Kernel)
 	if m := raw.Agent.MaxInFlight; m != nil {
 		if *m < 1 || *m > 65536 {
 			v.problem("agent.max_checks_in_flight", "max_checks_in_flight %d out of range 1..65536", *m)

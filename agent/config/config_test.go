@@ -313,8 +313,7 @@ func TestKernelSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings.Values{settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1,
-		settings.SloppyTCP: 0, settings.SloppySCTP: 0, settings.Conntrack: 0}
+	want := settings.Values{settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1}
 	if !maps.Equal(cfg.Kernel, want) {
 		t.Errorf("defaults: %v, want %v", cfg.Kernel, want)
 	}
@@ -329,8 +328,11 @@ unmanaged = ["expire_nodest_conn", "sloppy_sctp", "timeout_udp"]
 		t.Fatal(err)
 	}
 	want = settings.Values{settings.ConnReuseMode: 0, settings.ExpireQuiescentTemplate: 1,
-		settings.SloppyTCP: 0, settings.Conntrack: 1, settings.TimeoutTCP: 900}
+		settings.Conntrack: 1, settings.TimeoutTCP: 900}
 	if !maps.Equal(cfg.Kernel, want) {
 		t.Errorf("set: %v, want %v", cfg.Kernel, want)
+	}
+	if !cfg.KernelUnmanaged[settings.SloppySCTP] || len(cfg.KernelUnmanaged) != 3 {
+		t.Errorf("unmanaged: %v", cfg.KernelUnmanaged)
 	}
 }

@@ -26,31 +26,30 @@ type rawKernel struct {
 //     is in FIN_WAIT (all a DR director ever sees of a closed connection) is
 //     scheduled afresh instead of following the old entry to its real server,
 //     which may be the one that just died (the kernel's 1 does this only for
-//     TIME_WAIT/CLOSE, which DR never reaches).
-//   - expire_nodest_conn 1: a packet of a connection whose real server was
-//     deleted expires the entry at once (the client gets a reset and
-//     reconnects) instead of being dropped until the entry times out; with
-//     conn_reuse_mode it also reschedules a new connection whose port's old
-//     entry points at a real server at weight 0.
+//     TIME_WAIT/CLOSE, which DR rarely reaches: only after a reset).
+//   - expire_nodest_conn 1: the entries of a deleted real server's
+//     connections expire (the client's next packet gets a reset, it
+//     reconnects) instead of their packets being dropped until the entries
+//     time out; and (kernel 5.16+) a new connection whose port's old entry
+//     points at a real server at weight 0 is scheduled afresh.
 //   - expire_quiescent_template 1: a persistence template pointing at a real
 //     server at weight 0 (quiesced because it failed) expires, so persistent
 //     clients move instead of being pinned to a dead server.
-//   - sloppy_tcp, sloppy_sctp, conntrack 0: the kernel's defaults, managed so
-//     that a value set elsewhere is visible in the log and the config.
-//   - timeouts: the kernel's unless set.
+//   - sloppy_tcp, sloppy_sctp, conntrack and the timeouts: left as they are
+//     (the kernel's, or what sysctl.d or a firewall's owner set) unless set
+//     here.
 func defaultKernel() settings.Values {
-	return settings.Values{
-		settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1,
-		settings.SloppyTCP: 0, settings.SloppySCTP: 0, settings.Conntrack: 0,
-	}
+	return settings.Values{settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1}
 }
 
 // maxTimeout is what the kernel accepts for a connection timeout: it keeps
 // them in jiffies in an int (HZ up to 1000), so about 24 days.
 const maxTimeout = 24 * 24 * time.Hour
 
-// kernel validates [agent.kernel] into the values the agent keeps.
-func (v *validator) kernel(r *rawKernel) settings.Values {
+// kernel validates [agent.kernel] into the values the agent keeps and the
+// settings it must leave alone.
+func (v *validator) kernel(r *rawKernel) (settings.Values, map[settings.Name]bool) {
+	unmanaged := map[settings.Name]bool{}
 	want := defaultKernel()
 	if m := r.ConnReuseMode; m != nil {
 		if *m < 0 || *m > 3 {
@@ -103,6 +102,7 @@ func (v *validator) kernel(r *rawKernel) settings.Values {
 			continue
 		}
 		delete(want, n)
+		unmanaged[n] = true
 	}
-	return want
+	return want, unmanaged
 }

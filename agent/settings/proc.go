@@ -68,6 +68,18 @@ func (p *Proc) Read() (Values, error) {
 	return v, nil
 }
 
+// bootIDPath is a random ID the kernel picks at boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID returns the kernel's boot ID.
+func (p *Proc) BootID() (string, error) {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read kernel boot ID: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 // Write sets one setting. A timeout is sent alone: the kernel leaves the
 // timeouts given as 0 unchanged.
 func (p *Proc) Write(n Name, v int) error {

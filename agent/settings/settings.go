@@ -57,6 +57,10 @@ type Values map[Name]int
 type Kernel interface {
 	Read() (Values, error)
 	Write(n Name, v int) error
+	// BootID names this boot of the kernel: values recorded in an earlier
+	// boot say nothing of this one (a reboot or reloaded module starts
+	// from its own defaults and sysctl.d).
+	BootID() (string, error)
 }
 
 // Change is one write the plan asks for. From is the kernel's value, or -1

@@ -22,6 +22,9 @@ func Contract(t *testing.T, k settings.Kernel) {
 			}
 		}
 	})
+	if id, err := k.BootID(); err != nil || id == "" {
+		t.Errorf("BootID = %q, %v", id, err)
+	}
 	// The settings a DR director relies on are there.
 	for _, n := range []settings.Name{settings.ConnReuseMode, settings.ExpireNodestConn,
 		settings.ExpireQuiescentTemplate, settings.TimeoutTCP, settings.TimeoutTCPFin, settings.TimeoutUDP} {

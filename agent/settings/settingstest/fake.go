@@ -23,10 +23,14 @@ type Fake struct {
 	Writes int
 	// FailWrite, when set, is returned by every Write.
 	FailWrite error
+	// Boot is the boot ID; change it to simulate a reboot.
+	Boot string
 }
 
 // NewFake starts with the kernel's defaults.
-func NewFake() *Fake { return &Fake{Values: KernelDefaults()} }
+func NewFake() *Fake { return &Fake{Values: KernelDefaults(), Boot: "boot-1"} }
+
+func (f *Fake) BootID() (string, error) { return f.Boot, nil }
 
 func (f *Fake) Read() (settings.Values, error) {
 	out := make(settings.Values, len(f.Values))
