@@ -4,7 +4,9 @@ package vmtest
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -15,22 +17,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kernelDefaults puts the IPVS sysctls the agent manages back to what a
-// freshly loaded ip_vs has, whatever an earlier test's agent left.
+// kernelDefaults puts the IPVS settings the agent manages back to what a
+// freshly loaded ip_vs has, now and when the test ends, so no test inherits
+// an earlier test's agent's values (agents leave them as they set them).
 func kernelDefaults(t *testing.T) {
 	t.Helper()
-	for k, v := range map[string]string{"conn_reuse_mode": "1", "expire_nodest_conn": "0", "expire_quiescent_template": "0"} {
-		if err := os.WriteFile("/proc/sys/net/ipv4/vs/"+k, []byte(v), 0); err != nil {
-			t.Fatal(err)
+	reset := func() error {
+		for k, v := range map[string]string{"conn_reuse_mode": "1", "expire_nodest_conn": "0", "expire_quiescent_template": "0"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/vs/"+k, []byte(v), 0); err != nil {
+				return err
+			}
 		}
+		_, err := run("ipvsadm", "--set", "900", "120", "300")
+		return err
 	}
+	if err := reset(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := reset(); err != nil {
+			t.Errorf("reset IPVS settings: %v", err)
+		}
+	})
 }
 
-// leaveKernelAlone is an [agent.kernel] table that keeps the agent's hands
-// off the settings this file is about: the kernel's defaults then rule.
-const leaveKernelAlone = `[agent.kernel]
-unmanaged = ["conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template"]
-`
+// unmanaged is an [agent.kernel] table that keeps the agent's hands off
+// the given settings: the kernel's defaults then rule them.
+func unmanaged(names ...string) string {
+	return fmt.Sprintf("[agent.kernel]\nunmanaged = [%q]\n", strings.Join(names, `", "`))
+}
 
 // fetchFrom makes one HTTP request to addr from the client namespace, from
 // the given source port, and returns the answering real server's name. The
@@ -69,10 +84,13 @@ func fetchFrom(port int, addr string) (string, error) {
 	var name string
 	for {
 		line, err := br.ReadString('\n')
-		if err != nil {
-			return strings.TrimSpace(name), nil // EOF after the body: the server closed first
+		switch {
+		case err == io.EOF && name != "":
+			return name, nil // the server closed first, after the body
+		case err != nil:
+			return "", fmt.Errorf("after %q: %w", name, err)
 		}
-		name = line
+		name = strings.TrimSpace(line)
 	}
 }
 
@@ -104,13 +122,21 @@ on_failure = %q
   address = "198.18.0.13:80"
 `, extra, vip, onFailure, persistence))
 	a, _, _ := s.startReady()
-	for _, r := range reals {
-		addr := r.ip4 + ":80"
-		a.waitFor(0, "real server health changed", func(e logEntry) bool {
-			return e.str("real_server") == addr && e.str("to") == "up"
-		}, 15*time.Second)
-	}
+	waitTable(t, lines(fmt.Sprintf(`
+-A -t %[1]s:80 -s rr%[2]s
+-a -t %[1]s:80 -r 198.18.0.11:80 -g -w 1
+-a -t %[1]s:80 -r 198.18.0.12:80 -g -w 1
+-a -t %[1]s:80 -r 198.18.0.13:80 -g -w 1
+`, vip, persistFlag(persistence))), 15*time.Second)
 	return a
+}
+
+// persistFlag is how ipvsadm -Sn shows the persistence failoverSetup uses.
+func persistFlag(persistence string) string {
+	if persistence == "" {
+		return ""
+	}
+	return " -p 300"
 }
 
 // kill stops rs's port 80 (new connections are refused) until the test
@@ -146,14 +172,20 @@ func kill(t *testing.T, rs *node, vip, onFailure string) {
 // first subtest shows the hole with the kernel's defaults, so the others
 // prove something.
 func TestPortReuseAfterFailure(t *testing.T) {
+	// Which setting closes which case: on kernel 5.16+ either
+	// conn_reuse_mode 3 (FIN_WAIT entries are rescheduled) or
+	// expire_nodest_conn (entries to a weight-0 server are) closes it for
+	// quiesce; the agent sets both.
 	cases := []struct {
 		name, vip, extra, onFailure string
 		firstPort                   int
 		wantFailures                bool
 	}{
-		{"kernel defaults refuse", "192.0.2.91", leaveKernelAlone, "quiesce", 40000, true},
+		{"kernel defaults refuse", "192.0.2.91", unmanaged("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template"), "quiesce", 40000, true},
 		{"quiesce", "192.0.2.92", "", "quiesce", 41000, false},
 		{"remove", "192.0.2.93", "", "remove", 42000, false},
+		{"conn_reuse_mode alone", "192.0.2.89", unmanaged("expire_nodest_conn"), "quiesce", 43000, false},
+		{"expire_nodest_conn alone", "192.0.2.88", unmanaged("conn_reuse_mode"), "quiesce", 44000, false},
 	}
 	const ports = 30
 	for _, tc := range cases {
@@ -190,20 +222,15 @@ func TestPortReuseAfterFailure(t *testing.T) {
 			}
 
 			kill(t, reals[1], tc.vip, tc.onFailure)
-			failures, toRS2 := 0, 0
+			failures := 0
+			var firstErr error
 			for p := tc.firstPort; p < tc.firstPort+ports; p++ {
-				name, err := fetchFrom(p, addr)
-				switch {
-				case err != nil:
+				if _, err := fetchFrom(p, addr); err != nil {
 					failures++
-				case name == "rs2":
-					toRS2++
+					firstErr = cmp.Or(firstErr, err)
 				}
 			}
-			t.Logf("%d of %d ports had gone to rs2; after its failure: %d failed, %d reached rs2", onRS2, ports, failures, toRS2)
-			if toRS2 > 0 {
-				t.Errorf("%d new connections reached the failed rs2", toRS2)
-			}
+			t.Logf("%d of %d ports had gone to rs2; after its failure %d failed (first: %v)", onRS2, ports, failures, firstErr)
 			switch {
 			case tc.wantFailures && failures == 0:
 				t.Errorf("with the kernel's defaults no connection failed: the test does not reproduce the hole")
@@ -224,7 +251,7 @@ func TestPersistenceMovesOffQuiescedServer(t *testing.T) {
 		name, vip, extra string
 		wantFailures     bool
 	}{
-		{"kernel defaults pin", "192.0.2.94", leaveKernelAlone, true},
+		{"kernel defaults pin", "192.0.2.94", unmanaged("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template"), true},
 		{"agent defaults move", "192.0.2.95", "", false},
 	}
 	for _, tc := range cases {
