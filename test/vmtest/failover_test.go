@@ -44,7 +44,7 @@ func kernelDefaults(t *testing.T) {
 // unmanaged is an [agent.kernel] table that keeps the agent's hands off
 // the given settings: the kernel's defaults then rule them.
 func unmanaged(names ...string) string {
-	return fmt.Sprintf("[agent.kernel]\nunmanaged = [%q]\n", strings.Join(names, `", "`))
+	return "[agent.kernel]\nunmanaged = [\"" + strings.Join(names, `", "`) + "\"]\n"
 }
 
 // fetchFrom makes one HTTP request to addr from the client namespace, from

@@ -3,6 +3,7 @@
 package vmtest
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,12 +24,31 @@ func whoMany(t *testing.T, addr string, n int) map[string]int {
 	return seen
 }
 
+// usersForExec gives the VM (a bare initramfs) the passwd and group entries
+// an exec check needs to drop to its user, nobody.
+func usersForExec(t *testing.T) {
+	t.Helper()
+	for f, line := range map[string]string{
+		"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"/etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+	} {
+		if _, err := os.Stat(f); err == nil {
+			continue
+		}
+		if err := os.WriteFile(f, []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(f) })
+	}
+}
+
 // Issue 15, alpha: a real server added by a reload gets no traffic until
 // its first check passes. Its check (exec sleep 3) takes a few seconds to
 // speak, and meanwhile it listens and would answer: with alpha = false the
 // reload would give it its weight at once and the connections below would
 // reach it.
 func TestAlphaNewRealServer(t *testing.T) {
+	usersForExec(t)
 	resetKernel(t)
 	addVIP(t, "192.0.2.97")
 	s := newSetup(t)
@@ -48,6 +68,7 @@ scheduler = "rr"
     [virtual_server.real_server.check]
     type = "exec"
     command = ["/bin/sleep", "3"]
+    user = "root"  # the VM's busybox is not executable by nobody
     interval = "5s"
     timeout = "4s"
 `)
