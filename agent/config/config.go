@@ -152,8 +152,16 @@ func Parse(path, src string) (*Config, error) {
 		}
 		return nil, Problems{v.decodeProblem(err)}
 	}
+	// toml lists an unknown key inside an array of tables once per
+	// occurrence, and occurrences() already finds every one of them: report
+	// each distinct key once, or N typos become N^2 problems.
+	reported := make(map[string]bool, len(undecoded))
 	for _, k := range undecoded {
 		ks := k.String()
+		if reported[ks] {
+			continue
+		}
+		reported[ks] = true
 		occ := v.positions().occurrences(ks)
 		if len(occ) == 0 {
 			v.addAt(pos{}, "unknown key %q", ks)

@@ -1,0 +1,79 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// Regression tests for issue 13 ("fifteen ways to break it today"), one per
+// item that lives in the configuration layer.
+
+func problemsOf(t *testing.T, src string) Problems {
+	t.Helper()
+	_, err := Parse("f.toml", src)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("want Problems, got %v", err)
+	}
+	return ps
+}
+
+func wantProblem(t *testing.T, src, want string) {
+	t.Helper()
+	_, err := Parse("f.toml", src)
+	if err == nil {
+		t.Fatalf("accepted; want a problem containing %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("problem %q missing in:\n%v", want, err)
+	}
+}
+
+// Item 2: the same unknown key in N virtual servers is N problems, not N^2
+// (it was, on the whole-file decode path).
+func TestHarden02_UnknownKeyReportedOncePerOccurrence(t *testing.T) {
+	var sb strings.Builder
+	const n = 300
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&sb, "[[virtual_server]]\nname = \"vs%d\"\naddress = \"192.0.2.%d:%d\"\nsheduler = \"rr\"\n", i, i%250+1, 80+i)
+	}
+	ps := problemsOf(t, sb.String())
+	if len(ps) != n {
+		t.Fatalf("%d problems for %d typos", len(ps), n)
+	}
+	seen := map[int]bool{}
+	for _, p := range ps {
+		if seen[p.Line] {
+			t.Fatalf("line %d reported twice", p.Line)
+		}
+		seen[p.Line] = true
+	}
+}
+
+const checked = `
+[[virtual_server]]
+name = "web"
+address = "192.0.2.10:80"
+  [virtual_server.check]
+  type = "tcp"
+  %s
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+`
+
+// Item 3: timings that make no sense (a probe storm, a check that can never
+// pass, a rise or fall that wraps) are refused with their bounds.
+// Item 4: persistence wrapped around uint32 seconds ("1193047h" became
+// 1904 s); it is bounded to what the kernel and keepalived accept.
+// Item 8: a sorry server that is also a real server would be re-added at
+// weight 1 while that very server is down (remove), or never added
+// (quiesce).
+// Item 10: relative commands ran from "/" though "check" resolved them from
+// its own directory, and NUL passed validation then failed every probe.
+// Also seen: a deeply dotted key or nested value costs the TOML library
+// memory quadratic in its depth (877 MB RSS for 40 KB); it is refused with
+// its position before decoding.
+// Also seen: Load read any file whole (a FIFO hangs, /dev/zero eats
+// memory); it takes regular files up to MaxFileSize.
