@@ -97,6 +97,20 @@ const (
 	DefaultCheckUser     = "nobody"
 )
 
+// Bounds on check timings. Below MinCheckInterval one check is a probe
+// storm (interval = "1ns" made 454,614 probes in 2.5 s, a full core);
+// below MinCheckTimeout no real server can answer, even on loopback, so the
+// check can never pass; above MaxCheckInterval a dead server keeps its
+// weight for a day. Rise and fall above MaxRiseFall mean "never" (and
+// wrapped to 0 in the machine's counters at 2^32).
+const (
+	MinCheckInterval = 100 * time.Millisecond
+	MaxCheckInterval = 24 * time.Hour
+	MinCheckTimeout  = 10 * time.Millisecond
+	MaxSlowStart     = 24 * time.Hour
+	MaxRiseFall      = 1000
+)
+
 // Spec applies defaults and validates, returning the health package's
 // description of the check. Errors name the offending key.
 func (c *Check) Spec() (health.Spec, error) {
@@ -141,14 +155,29 @@ func (c *Check) Spec() (health.Spec, error) {
 	if s.SlowStart, err = dur("slow_start", c.SlowStart, 0); err != nil {
 		return s, err
 	}
+	if s.Interval < MinCheckInterval || s.Interval > MaxCheckInterval {
+		return s, fmt.Errorf("check: interval %v out of range %v..%v", s.Interval, MinCheckInterval, MaxCheckInterval)
+	}
+	if c.Timeout != nil && (s.Timeout < MinCheckTimeout || s.Timeout > s.Interval) {
+		return s, fmt.Errorf("check: timeout %v out of range %v..%v (the interval)", s.Timeout, MinCheckTimeout, s.Interval)
+	}
+	if s.SlowStart < 0 || s.SlowStart > MaxSlowStart {
+		return s, fmt.Errorf("check: slow_start %v out of range 0s..%v", s.SlowStart, MaxSlowStart)
+	}
 	if c.Timeout == nil && s.Timeout > s.Interval {
 		// Only the default timeout adapts; an explicit one is checked.
 		s.Timeout = s.Interval
 	}
 	if c.Rise != nil {
+		if *c.Rise < 1 || *c.Rise > MaxRiseFall {
+			return s, fmt.Errorf("check: rise %d out of range 1..%d", *c.Rise, MaxRiseFall)
+		}
 		s.Rise = *c.Rise
 	}
 	if c.Fall != nil {
+		if *c.Fall < 1 || *c.Fall > MaxRiseFall {
+			return s, fmt.Errorf("check: fall %d out of range 1..%d", *c.Fall, MaxRiseFall)
+		}
 		s.Fall = *c.Fall
 	}
 	if c.Port != nil {

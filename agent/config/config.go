@@ -409,7 +409,14 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 	svc.Netmask = model.DefaultNetmask(svc.Key.Family)
 	if r.Persistence != nil {
 		d := v.duration(path+".persistence", r.Persistence, 0, time.Second)
-		if d > 0 {
+		switch {
+		case d > MaxPersistence:
+			// The kernel takes seconds in a u32 and keeps jiffies; a
+			// larger value wrapped silently ("1193047h" became 1904 s).
+			v.problem(path+".persistence", "persistence %v out of range 1s..%v", d, MaxPersistence)
+		case d%time.Second != 0:
+			v.problem(path+".persistence", "persistence %v is not a whole number of seconds (the kernel counts seconds)", d)
+		case d > 0:
 			svc.Flags |= model.FlagPersistent
 			svc.Timeout = uint32(d / time.Second)
 		}

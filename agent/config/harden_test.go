@@ -65,8 +65,38 @@ address = "192.0.2.10:80"
 
 // Item 3: timings that make no sense (a probe storm, a check that can never
 // pass, a rise or fall that wraps) are refused with their bounds.
+func TestHarden03_NonsenseTimingsRejected(t *testing.T) {
+	for _, tc := range []struct{ key, want string }{
+		{`interval = "1ns"`, "interval 1ns out of range 100ms..24h0m0s"},
+		{`interval = "48h"`, "interval 48h0m0s out of range"},
+		{"interval = \"1s\"\n  timeout = \"1ns\"", "timeout 1ns out of range 10ms.."},
+		{`rise = 4294967296`, "rise 4294967296 out of range 1..1000"},
+		{`fall = 1001`, "fall 1001 out of range 1..1000"},
+		{`fall = 0`, "fall 0 out of range 1..1000"},
+		{`slow_start = "200h"`, "slow_start 200h0m0s out of range 0s..24h0m0s"},
+	} {
+		wantProblem(t, fmt.Sprintf(checked, tc.key), tc.want)
+	}
+	if _, err := Parse("f.toml", fmt.Sprintf(checked, "interval = \"100ms\"\n  timeout = \"10ms\"\n  rise = 1000\n  fall = 1000")); err != nil {
+		t.Fatalf("bounds themselves refused: %v", err)
+	}
+}
+
 // Item 4: persistence wrapped around uint32 seconds ("1193047h" became
 // 1904 s); it is bounded to what the kernel and keepalived accept.
+func TestHarden04_PersistenceBounded(t *testing.T) {
+	src := "[[virtual_server]]\nname = \"a\"\naddress = \"192.0.2.1:80\"\npersistence = %q\n"
+	wantProblem(t, fmt.Sprintf(src, "1193047h"), "persistence 1193047h0m0s out of range 1s..744h0m0s")
+	wantProblem(t, fmt.Sprintf(src, "1500ms"), "persistence 1.5s is not a whole number of seconds")
+	cfg, err := Parse("f.toml", fmt.Sprintf(src, "744h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.VirtualServers[0].Service.Timeout; got != 744*3600 {
+		t.Fatalf("timeout %d", got)
+	}
+}
+
 // Item 8: a sorry server that is also a real server would be re-added at
 // weight 1 while that very server is down (remove), or never added
 // (quiesce).
