@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,10 +113,11 @@ func newExecChecker(s Spec) (checker, error) {
 	argv := s.Command
 	if s.Shell {
 		argv = append([]string{"/bin/sh", "-c"}, s.Command...)
-	} else if !strings.HasPrefix(argv[0], "/") {
-		if _, err := exec.LookPath(argv[0]); err != nil {
-			return nil, fmt.Errorf("command %q: %w", argv[0], err)
-		}
+	} else if !filepath.IsAbs(argv[0]) {
+		// A relative name was resolved against the directory `check` ran
+		// in (or PATH) but run from "/" with another PATH: what was
+		// validated is not what runs.
+		return nil, fmt.Errorf("command %q must be an absolute path", argv[0])
 	}
 	cr, err := lookupCred(s.User)
 	if err != nil {

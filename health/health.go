@@ -303,6 +303,11 @@ func (s Spec) validTiming() error {
 	if len(s.Notify) > 0 && s.Notify[0] == "" {
 		return fmt.Errorf("notify: empty command")
 	}
+	if len(s.Notify) > 0 && !strings.HasPrefix(s.Notify[0], "/") {
+		// Run from "/" with a fixed PATH: only an absolute path means
+		// the same thing at `check` time and at run time.
+		return fmt.Errorf("notify command %q must be an absolute path", s.Notify[0])
+	}
 	return nil
 }
 

@@ -142,6 +142,11 @@ func (c *Check) Spec() (health.Spec, error) {
 		FileMissing:   str(c.FileMissing),
 		WeightFile:    str(c.WeightFile),
 	}
+	if key := c.keyWithNUL(); key != "" {
+		// The kernel takes paths and argv as C strings: a NUL passed
+		// validation and then failed every probe with EINVAL.
+		return s, fmt.Errorf("check: %s contains a NUL byte", key)
+	}
 	if s.Type == "" {
 		return s, errors.New("check: type is required (tcp, http, https, udp, dns, exec, icmp, file or agent)")
 	}
@@ -236,6 +241,30 @@ func (c *Check) Spec() (health.Spec, error) {
 		return s, fmt.Errorf("check (type %s): %w", s.Type, err)
 	}
 	return s, nil
+}
+
+// keyWithNUL names the first key whose text holds a NUL byte, or "".
+func (c *Check) keyWithNUL() string {
+	v, t := reflect.ValueOf(c).Elem(), reflect.TypeOf(c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.IsNil() {
+			continue
+		}
+		var texts []string
+		switch x := f.Interface().(type) {
+		case *string:
+			texts = []string{*x}
+		case []string:
+			texts = x
+		}
+		for _, s := range texts {
+			if strings.IndexByte(s, 0) >= 0 {
+				return strings.Split(t.Field(i).Tag.Get("toml"), ",")[0]
+			}
+		}
+	}
+	return ""
 }
 
 func str(p *string) string {

@@ -541,6 +541,13 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 		}
 		vs.RealServers = append(vs.RealServers, rs)
 	}
+	if vs.SorryServer != nil {
+		// As a real server too, "remove" would re-add a dead server at
+		// weight 1 when all are down, and "quiesce" would never add it.
+		if _, clash := seen[vs.SorryServer.Key]; clash {
+			v.problem(path+".sorry_server", "sorry_server %s is also a real server of %q: use another address", vs.SorryServer.Key, vs.Name)
+		}
+	}
 	return vs, ok
 }
 

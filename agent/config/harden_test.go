@@ -100,8 +100,39 @@ func TestHarden04_PersistenceBounded(t *testing.T) {
 // Item 8: a sorry server that is also a real server would be re-added at
 // weight 1 while that very server is down (remove), or never added
 // (quiesce).
+func TestHarden08_SorryServerEqualToRealServerRejected(t *testing.T) {
+	wantProblem(t, `
+[[virtual_server]]
+name = "web"
+address = "192.0.2.10:80"
+sorry_server = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+`, `5:1: sorry_server 198.18.0.1:80 is also a real server of "web"`)
+}
+
 // Item 10: relative commands ran from "/" though "check" resolved them from
 // its own directory, and NUL passed validation then failed every probe.
+func TestHarden10_ExecAbsolutePathsAndNoNUL(t *testing.T) {
+	exe := fmt.Sprintf(checked, "")
+	exe = strings.Replace(exe, `type = "tcp"`, "type = \"exec\"\n  %s", 1)
+	for _, tc := range []struct{ key, want string }{
+		{`command = ["./check.sh"]`, `command "./check.sh" must be an absolute path`},
+		{`command = ["true"]`, `command "true" must be an absolute path`},
+		{`command = ["/bin/true", "a\u0000b"]`, "command contains a NUL byte"},
+		{"command = [\"/bin/true\"]\n  notify = [\"/bin/true\\u0000\"]", "notify contains a NUL byte"},
+		{"command = [\"/bin/true\"]\n  notify = [\"logger\"]", `notify command "logger" must be an absolute path`},
+	} {
+		wantProblem(t, fmt.Sprintf(exe, tc.key), tc.want)
+	}
+	file := strings.Replace(fmt.Sprintf(checked, `file = "/run/x\u0000/{ip}"`), `type = "tcp"`, `type = "file"`, 1)
+	wantProblem(t, file, "file contains a NUL byte")
+	// A shell script is a script, not a path.
+	if _, err := Parse("f.toml", fmt.Sprintf(exe, "shell = true\n  command = [\"exit 0\"]")); err != nil {
+		t.Fatalf("shell command refused: %v", err)
+	}
+}
+
 // Also seen: a deeply dotted key or nested value costs the TOML library
 // memory quadratic in its depth (877 MB RSS for 40 KB); it is refused with
 // its position before decoding.
