@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,7 +280,7 @@ func (a *Agent) reload() {
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.
-	if src, err := os.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
+	if src, err := config.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
 		a.log.Info("config unchanged", "config", a.cfg.Path)
 		if err := a.reconcile("reload", true); err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)

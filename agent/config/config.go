@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -133,15 +135,44 @@ type rawRS struct {
 
 // Load reads, decodes and validates a configuration file.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, string(src))
 }
 
+// ReadFile reads a configuration file: a regular file of at most
+// MaxFileSize bytes. It opens without blocking, so a FIFO or device put in
+// its place is an error rather than a hung start-up or reload.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), MaxFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err == nil && len(b) > MaxFileSize {
+		err = fmt.Errorf("%s: grew larger than the limit of %d bytes while read", path, MaxFileSize)
+	}
+	return b, err
+}
+
 // Parse validates configuration text; path is used in messages.
 func Parse(path, src string) (*Config, error) {
+	if p := checkShape(path, src); p != nil {
+		return nil, Problems{*p}
+	}
 	v := &validator{file: path, src: src}
 	var raw rawFile
 	undecoded, err := decode(src, &raw)

@@ -3,8 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Regression tests for issue 13 ("fifteen ways to break it today"), one per
@@ -136,5 +140,61 @@ func TestHarden10_ExecAbsolutePathsAndNoNUL(t *testing.T) {
 // Also seen: a deeply dotted key or nested value costs the TOML library
 // memory quadratic in its depth (877 MB RSS for 40 KB); it is refused with
 // its position before decoding.
+func TestHardenNesting_DeepKeysAndValuesRefusedBeforeDecoding(t *testing.T) {
+	deepKey := "[agent]\nx" + strings.Repeat(".a", 20000) + " = 1\n"
+	deepHeader := "[a" + strings.Repeat(".a", 20000) + "]\n"
+	deepArray := "[agent]\nx = " + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + "\n"
+	deepInline := "[agent]\nx = " + strings.Repeat("{a=", 20000) + "1" + strings.Repeat("}", 20000) + "\n"
+	for name, src := range map[string]string{"key": deepKey, "header": deepHeader, "array": deepArray, "inline": deepInline} {
+		start := time.Now()
+		_, err := Parse("f.toml", src)
+		if err == nil || !strings.Contains(err.Error(), "nested") {
+			t.Errorf("%s: want a nesting problem, got %v", name, err)
+		}
+		if !strings.HasPrefix(err.Error(), "f.toml:2:") && !strings.HasPrefix(err.Error(), "f.toml:1:") {
+			t.Errorf("%s: no position: %v", name, err)
+		}
+		t.Logf("%s: %v in %v", name, err, time.Since(start))
+	}
+	// Dots in strings, numbers and quoted keys are not nesting.
+	ok := "[agent]\nstate_file = \"/a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s\"\n" +
+		"[[virtual_server]]\nname = \"a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t\"\naddress = \"192.0.2.1:80\"\n" +
+		"  [virtual_server.check]\n  type = \"http\"\n  expect_body_regex = '''a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u'''\n" +
+		"  [[virtual_server.real_server]]\n  address = \"198.18.0.1:80\"\n  check.type = \"tcp\"\n"
+	if _, err := Parse("f.toml", ok); err != nil {
+		t.Fatalf("plain file refused: %v", err)
+	}
+}
+
 // Also seen: Load read any file whole (a FIFO hangs, /dev/zero eats
 // memory); it takes regular files up to MaxFileSize.
+func TestHardenConfigFileSizeAndType(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Load(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("fifo: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Load hangs on a FIFO")
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("big: %v", err)
+	}
+	if _, err := Parse("f.toml", strings.Repeat("#", MaxFileSize+1)); err == nil {
+		t.Fatal("Parse took an oversized text")
+	}
+}
