@@ -100,6 +100,10 @@ type Status struct {
 	Reason string
 	// Since is when State last changed.
 	Since time.Time
+	// Gen is the Check.Gen of the subscription this verdict was made for:
+	// a verdict of a check that a reload has since changed can arrive
+	// after the reload, and must not be taken for the new check's.
+	Gen uint64
 }
 
 // EffectiveWeight is the kernel weight the agent should set for a real
@@ -148,6 +152,9 @@ type Check struct {
 	// the probe.
 	Target netip.AddrPort
 	Spec   Spec
+	// Gen is the subscriber's generation, echoed in every Status for this
+	// check; the agent changes it whenever the check's spec changes.
+	Gen uint64
 	// Initial is the state assumed until the first verdict. Unknown (the
 	// zero value) lets the first result decide; Up requires Spec.Fall
 	// failures to go down; Down requires Spec.Rise successes to go up.

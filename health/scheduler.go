@@ -119,9 +119,17 @@ type Scheduler struct {
 type sub struct {
 	id, service string
 	port        uint16 // its real server's port; the address is the runner's
+	gen         uint64 // Check.Gen, echoed in its statuses
 }
 
 func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.Addr(), sb.port) }
+
+// statusOf is sb's status, stamped with its generation.
+func (r *runner) statusOf(sb sub, now time.Time) Status {
+	st := r.m.status(sb.id, now)
+	st.Gen = sb.gen
+	return st
+}
 
 // specEntry is one distinct Spec, interned: 50,000 real servers usually
 // share a handful of specs, and so share one prepared checker (TLS config,
@@ -306,9 +314,9 @@ func (s *Scheduler) Set(checks []Check) {
 			r.subs = r.subs[:0]
 			runners[k] = r
 		}
-		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port()}
+		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port(), gen: c.Gen}
 		if s.subs[c.ID] != r || oldSubs[c.ID] != sb {
-			st := r.m.status(c.ID, now)
+			st := r.statusOf(sb, now)
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}
@@ -362,7 +370,11 @@ func (s *Scheduler) Statuses() map[string]Status {
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
 	for id, r := range s.subs {
-		out[id] = r.m.status(id, now)
+		for _, sb := range r.subs {
+			if sb.id == id {
+				out[id] = r.statusOf(sb, now)
+			}
+		}
 	}
 	return out
 }
@@ -577,7 +589,7 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	if after != r.seen || moved {
 		r.seen = after
 		for _, sb := range r.subs {
-			st := r.m.status(sb.id, now)
+			st := r.statusOf(sb, now)
 			s.emitLocked(st)
 			if moved {
 				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
@@ -602,7 +614,7 @@ func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	if v := r.m.snapshot(now); v != r.seen {
 		r.seen = v
 		for _, sb := range r.subs {
-			s.emitLocked(r.m.status(sb.id, now))
+			s.emitLocked(r.statusOf(sb, now))
 		}
 	}
 	s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", r.m.factor(now))
