@@ -94,6 +94,7 @@ type Scheduler struct {
 	lateAfter  time.Duration
 	newChecker func(Spec) (checker, error)
 	sem        chan struct{}
+	bodies     *memBudget // shared by every HTTP check's body
 	wake       chan struct{}
 	notifyWake chan struct{}
 	notifyQ    chan notifyJob
@@ -224,6 +225,7 @@ func NewScheduler(opts Options) *Scheduler {
 		specs:      map[string]*specEntry{},
 		subs:       map[string]*runner{},
 		pending:    map[string]Status{},
+		bodies:     newMemBudget(BodyBudget),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -293,6 +295,7 @@ func (s *Scheduler) Set(checks []Check) {
 			if se = s.specs[sk]; se == nil {
 				se = &specEntry{spec: c.Spec, perRS: c.Spec.perRealServer()}
 				se.chk, se.err = s.newChecker(c.Spec)
+				setBodyBudget(se.chk, s.bodies)
 				if se.err != nil {
 					// Reported as down with the error as reason; keep
 					// the schedule sane whatever the spec says.

@@ -192,8 +192,8 @@ func (c *Check) Spec() (health.Spec, error) {
 		s.Port = uint16(*c.Port)
 	}
 	if c.MaxBody != nil {
-		if *c.MaxBody < 1 || *c.MaxBody > 16<<20 {
-			return s, fmt.Errorf("check: max_body %d out of range 1-16777216", *c.MaxBody)
+		if *c.MaxBody < 1 || *c.MaxBody > health.MaxBodyLimit {
+			return s, fmt.Errorf("check: max_body %d out of range 1-%d", *c.MaxBody, health.MaxBodyLimit)
 		}
 		s.MaxBody = *c.MaxBody
 	}
