@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/metrics"
@@ -140,6 +141,42 @@ func TestHarden06_CertificateFilesRegularSizedAndTimed(t *testing.T) {
 // Item 7: file checks followed symlinks as root, opened whatever was there
 // before checking it was a regular file, and put the first 256 bytes of an
 // unrecognised file into logs and IPVS_REASON.
+func TestHarden07_FileCheckNoSymlinksNoContentInReasons(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, []byte("down\n"), 0o600)
+	link := filepath.Join(dir, "198.18.0.1")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	rs := netip.MustParseAddrPort("198.18.0.1:80")
+	chk, err := newChecker(Spec{Type: "file", Interval: time.Second, Timeout: time.Second, Rise: 1, Fall: 1, File: filepath.Join(dir, "{ip}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := chk.check(context.Background(), probe{addr: rs, rs: rs})
+	if r.outcome != fail || !strings.Contains(r.reason, "symlink") {
+		t.Fatalf("symlink followed: %+v", r)
+	}
+	os.Remove(link)
+	if err := os.Symlink("/dev/zero", link); err != nil {
+		t.Fatal(err)
+	}
+	if r := chk.check(context.Background(), probe{addr: rs, rs: rs}); r.outcome != fail {
+		t.Fatalf("symlink to a device: %+v", r)
+	}
+	os.Remove(link)
+	os.WriteFile(link, []byte("password=hunter2\n"), 0o600)
+	r = chk.check(context.Background(), probe{addr: rs, rs: rs})
+	if r.outcome != fail || strings.Contains(r.reason, "hunter2") {
+		t.Fatalf("unparsed content in the reason: %+v", r)
+	}
+	os.WriteFile(link, []byte("drain\n"), 0o600)
+	if r := chk.check(context.Background(), probe{addr: rs, rs: rs}); r.outcome != drain {
+		t.Fatalf("a regular file no longer read: %+v", r)
+	}
+}
+
 // Item 9: exit 0 counted as down when a background child kept stdout open
 // ("WaitDelay expired"), and a child that called setsid outlived the check.
 // Item 11: notify commands ran as root while exec checks ran as nobody,
