@@ -201,9 +201,9 @@ func parseAgentReply(line string) result {
 			}
 		}
 	}
-	reason := "agent: " + strings.TrimSpace(line)
+	reason := "agent: " + sanitizeReason(strings.TrimSpace(line))
 	if desc != "" {
-		reason += " (" + desc + ")"
+		reason += " (" + sanitizeReason(desc) + ")"
 	}
 	switch {
 	case down, mnt:

@@ -66,7 +66,7 @@ expect_body = "ok"
 	}
 	want := health.Spec{
 		Type: "http", Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 5, Port: 8080,
-		SlowStart: 30 * time.Second, Notify: []string{"/usr/local/bin/page", "ops"},
+		SlowStart: 30 * time.Second, Notify: []string{"/usr/local/bin/page", "ops"}, User: "nobody",
 		Path: "/healthz", ExpectStatus: []health.StatusRange{{Lo: 200, Hi: 299}, {Lo: 404, Hi: 404}},
 		ExpectBody: "ok",
 	}

@@ -2,9 +2,11 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime/metrics"
 	"strings"
@@ -179,6 +181,82 @@ func TestHarden07_FileCheckNoSymlinksNoContentInReasons(t *testing.T) {
 
 // Item 9: exit 0 counted as down when a background child kept stdout open
 // ("WaitDelay expired"), and a child that called setsid outlived the check.
+func TestHarden09_ExecJudgedByExitStatusAndEscapeesKilled(t *testing.T) {
+	target := netip.MustParseAddrPort("127.0.0.2:8080")
+	start := time.Now()
+	wantPass(t, runSpec(t, Spec{Type: "exec", Shell: true, Timeout: 3 * time.Second, Command: []string{"sleep 30 & exit 0"}}, target))
+	t.Logf("background child holding stdout: judged in %v", time.Since(start))
+
+	for _, tc := range []struct {
+		name, script string
+		pass         bool
+	}{
+		{"success", "setsid sleep 30 >/dev/null 2>&1 < /dev/null & echo $! > PID; exit 0", true},
+		{"timeout", "setsid sleep 30 >/dev/null 2>&1 < /dev/null & echo $! > PID; sleep 30", false},
+	} {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		r := runSpec(t, Spec{Type: "exec", Shell: true, Timeout: 500 * time.Millisecond, Command: []string{strings.ReplaceAll(tc.script, "PID", pidFile)}}, target)
+		if (r.outcome == pass) != tc.pass {
+			t.Fatalf("%s: %+v", tc.name, r)
+		}
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		fmt.Sscan(string(b), &pid)
+		deadline := time.Now().Add(3 * time.Second)
+		for processAlive(pid) {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("%s: a child in its own session (%d) outlived the check", tc.name, pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 // Item 11: notify commands ran as root while exec checks ran as nobody,
 // and a real server's reply "down \x00" put a NUL into IPVS_REASON, which
 // made the notify command fail to start: the page was silenced.
+func TestHarden11_NotifyAsCheckUserWithSanitizedReason(t *testing.T) {
+	if r := parseAgentReply("down \x00\x1b[2J"); strings.ContainsAny(r.reason, "\x00\x1b") {
+		t.Fatalf("control bytes in the reason: %q", r.reason)
+	}
+	dir, err := os.MkdirTemp("", "harden11-") // t.TempDir's parent is 0700: nobody could not write
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	out := filepath.Join(dir, "notify.log")
+	h := newHarness(t)
+	h.fc.set(rsA, failed("refused \x00 by peer"))
+	spec := tcpSpec()
+	spec.Notify = []string{"/bin/sh", "-c", `echo "$(id -u) $IPVS_REASON" >> ` + out}
+	want := fmt.Sprint(os.Getuid())
+	if os.Geteuid() == 0 {
+		spec.User = "nobody"
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Skip("no user nobody")
+		}
+		want = u.Uid
+	}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h.s.Set([]Check{{ID: "web/a", Service: "web", Target: rsA, Spec: spec}})
+	h.run()
+	h.advanceUntil(100*time.Millisecond, "notify ran", func() bool {
+		b, _ := os.ReadFile(out)
+		return len(b) > 0
+	})
+	b, _ := os.ReadFile(out)
+	if got := string(b); got != want+" refused ? by peer\n" {
+		t.Fatalf("notify wrote %q, want uid %s and a sanitized reason", got, want)
+	}
+	if _, err := (Spec{Type: "tcp", Interval: time.Second, Timeout: time.Second, Rise: 1, Fall: 1, Notify: []string{"/bin/true"}, User: "no-such-user-xyz"}).prepare(); err == nil {
+		t.Fatal("unknown notify user accepted")
+	}
+}

@@ -203,7 +203,8 @@ type Spec struct {
 	ExpectAnswer string // optional; one answer's rdata as text must equal it
 
 	// exec: Command is argv (with Shell, Command[0] is a /bin/sh -c script
-	// and the rest its $0, $1...). User runs it (empty: the agent's own user).
+	// and the rest its $0, $1...). User runs it, and the Notify command of
+	// any type (empty: the agent's own user).
 	Command []string
 	Shell   bool
 	User    string
@@ -314,6 +315,11 @@ func (s Spec) validTiming() error {
 		// Run from "/" with a fixed PATH: only an absolute path means
 		// the same thing at `check` time and at run time.
 		return fmt.Errorf("notify command %q must be an absolute path", s.Notify[0])
+	}
+	if len(s.Notify) > 0 {
+		if _, err := lookupCred(s.User); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
 	}
 	return nil
 }

@@ -55,7 +55,7 @@ type Check struct {
 	// exec
 	Command []string `toml:"command"` // argv; IPVS_RS_IP, IPVS_RS_PORT, IPVS_CHECK_IP, IPVS_CHECK_PORT in env
 	Shell   *bool    `toml:"shell"`   // run command[0] with /bin/sh -c
-	User    *string  `toml:"user"`    // default "nobody"
+	User    *string  `toml:"user"`    // runs exec commands and notify commands; default "nobody"
 
 	// file
 	File        *string `toml:"file"`         // path template: {ip}, {port}, {addr}
@@ -228,7 +228,8 @@ func (c *Check) Spec() (health.Spec, error) {
 		}
 		s.Expect = string(b)
 	}
-	if s.Type == "exec" {
+	if s.Type == "exec" || len(s.Notify) > 0 {
+		// Notify commands run as the same user as exec checks: not root.
 		s.User = DefaultCheckUser
 		if c.User != nil {
 			s.User = *c.User
