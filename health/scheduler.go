@@ -372,10 +372,12 @@ func (s *Scheduler) Statuses() map[string]Status {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
-	for id, r := range s.subs {
-		for _, sb := range r.subs {
-			if sb.id == id {
-				out[id] = r.statusOf(sb, now)
+	seen := make(map[*runner]bool, s.nRunners)
+	for _, r := range s.subs {
+		if !seen[r] {
+			seen[r] = true
+			for _, sb := range r.subs {
+				out[sb.id] = r.statusOf(sb, now)
 			}
 		}
 	}
