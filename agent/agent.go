@@ -10,7 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,19 @@ type Agent struct {
 	conflicts map[model.ServiceKey]bool // already reported for this configuration
 	quorum    map[string]bool           // every virtual server's quorum state (true: lost), as last logged
 
-	checkIDs map[string]health.Spec // the health checks currently configured
+	checkIDs map[string]checkEntry // the health checks currently configured
+	checkGen uint64                // generation given to checks changed by the last reload
+
+	// unread are owned or adoptable services whose real servers the last
+	// full read could not list: left as they are until the next one.
+	unread map[model.ServiceKey]error
+	// stateErr is why the ownership record could not be written ("" when
+	// it could); stateDirty says the file lags a.owned and is rewritten at
+	// the next reconcile.
+	stateErr   string
+	stateDirty bool
+	// stop ends with Run's context: a long apply stops between writes.
+	stop context.Context
 
 	pendingMu sync.Mutex
 	pending   map[string]health.Status
@@ -103,6 +116,10 @@ type View struct {
 	Conflicts     []model.ServiceKey
 	LastReconcile time.Time
 	LastResult    ReconcileResult
+	// StateFileError is why the ownership record could not be written,
+	// or "": until it can, no new virtual server is created (changes to
+	// owned ones, health included, still apply).
+	StateFileError string
 }
 
 // ReconcileResult summarises one reconcile.
@@ -133,6 +150,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		quorum:    map[string]bool{},
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
+		stop:      context.Background(),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -178,8 +196,17 @@ func (a *Agent) View() *View { return a.view.Load() }
 // changes it rewrites weights. On return the kernel state is left in place
 // (traffic keeps flowing across restarts) unless cleanup_on_exit is set.
 func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
+	// A stop request ends a running apply between two kernel writes (see
+	// apply): the agent stops within one write's time plus shutdown.
+	a.stop = ctx
 	if err := a.reconcile("start", true); err != nil {
+		if ctx.Err() != nil {
+			return a.shutdown()
+		}
 		return err
+	}
+	if ctx.Err() != nil {
+		return a.shutdown()
 	}
 	a.log.Info("ready", "virtual_servers", len(a.cfg.VirtualServers), "owned", len(a.owned))
 	a.notifyf("READY=1")
@@ -236,28 +263,46 @@ func (a *Agent) takeVerdicts() {
 	a.pending = make(map[string]health.Status, len(p))
 	a.pendingMu.Unlock()
 	for id, st := range p {
-		// A verdict can arrive just after a reload removed its check: it
-		// must not come back to life if that ID is configured again later.
-		if _, ok := a.checkIDs[id]; ok {
+		// A verdict can arrive just after a reload removed or changed its
+		// check: it must not count for the check configured now.
+		if c, ok := a.checkIDs[id]; ok && c.gen == st.Gen {
 			a.statuses[id] = st
 		}
 	}
+}
+
+// checkEntry is a configured health check and its generation: the reload
+// that last changed it.
+type checkEntry struct {
+	spec health.Spec
+	gen  uint64
 }
 
 // setChecks lists the health checks the configuration asks for and forgets
 // the verdicts of checks that went away or changed: a changed check starts
 // over without a verdict, so the kernel's weight is kept until its first
 // result instead of following the old check's verdict.
+//
+// Each check carries a generation, echoed in its verdicts, that changes
+// whenever its spec does: a verdict of the old check still on its way
+// (queued in the scheduler or in a.pending) is then recognised and dropped.
 func (a *Agent) setChecks() []health.Check {
 	checks := a.checks()
-	ids := make(map[string]health.Spec, len(checks))
-	for _, c := range checks {
-		ids[c.ID] = c.Spec
+	if a.checkIDs != nil {
+		a.checkGen++
+	}
+	ids := make(map[string]checkEntry, len(checks))
+	for i := range checks {
+		c := &checks[i]
+		e := checkEntry{spec: c.Spec, gen: a.checkGen}
+		if old, had := a.checkIDs[c.ID]; had && old.spec.Equal(c.Spec) {
+			e.gen = old.gen
+		}
+		c.Gen = e.gen
+		ids[c.ID] = e
 	}
 	for id := range a.statuses {
-		old, had := a.checkIDs[id]
-		cur, has := ids[id]
-		if !has || !had || !old.Equal(cur) {
+		if cur, ok := ids[id]; !ok || cur.gen != a.checkIDs[id].gen {
 			delete(a.statuses, id)
 		}
 	}
@@ -275,11 +320,13 @@ func (a *Agent) checks() []health.Check {
 			if rs.Check == nil {
 				continue
 			}
+			id := checkID(vs, rs)
 			out = append(out, health.Check{
-				ID:      checkID(vs, rs),
+				ID:      id,
 				Service: vs.Name,
 				Target:  rs.Dest.Key.AddrPort(),
 				Spec:    *rs.Check,
+				Gen:     a.checkIDs[id].gen, // setChecks decides it for a new configuration
 			})
 		}
 	}
@@ -294,7 +341,7 @@ func (a *Agent) reload() {
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.
-	if src, err := os.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
+	if src, err := config.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
 		a.log.Info("config unchanged", "config", a.cfg.Path)
 		if err := a.reconcile("reload", true); err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)
@@ -381,6 +428,9 @@ func (a *Agent) pruneDrains() {
 	}
 	now := a.now()
 	for ref, dr := range a.drains {
+		if _, ok := a.unread[ref.Service]; ok {
+			continue // not read: nothing known about its connections
+		}
 		v := a.observed[ref.Service]
 		var d model.Destination
 		ok := v != nil
@@ -403,10 +453,13 @@ func (a *Agent) pruneDrains() {
 // destinations of the services this agent manages (owned or adoptable)
 // only, so the cost follows the agent's size, not the kernel's. The
 // destination dumps are spread over the kernel handles like writes are.
-func (a *Agent) observe() (model.Table, error) {
+// A service whose destinations cannot be read is returned in unread (its
+// Dests nil) rather than failing the whole read: the others still get
+// repaired.
+func (a *Agent) observe() (t model.Table, unread map[model.ServiceKey]error, err error) {
 	svcs, err := a.kernels[0].Services()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	adopt := map[model.ServiceKey]bool{}
 	for _, vs := range a.cfg.VirtualServers {
@@ -414,7 +467,7 @@ func (a *Agent) observe() (model.Table, error) {
 			adopt[vs.Service.Key] = true
 		}
 	}
-	t := make(model.Table, len(svcs))
+	t = make(model.Table, len(svcs))
 	var mine []*model.VirtualServer
 	for _, s := range svcs {
 		v := &model.VirtualServer{Service: s}
@@ -424,20 +477,23 @@ func (a *Agent) observe() (model.Table, error) {
 		}
 	}
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
+	unread = map[model.ServiceKey]error{}
 	for lane, k := range a.kernels {
 		wg.Add(1)
 		go func(lane int, k kernel.IPVS) {
 			defer wg.Done()
 			for i := lane; i < len(mine); i += len(a.kernels) {
 				v := mine[i]
+				if a.stop.Err() != nil {
+					return // stopping: the reconcile is abandoned
+				}
 				ds, err := k.Destinations(v.Key)
 				if err != nil {
 					mu.Lock()
-					errs = append(errs, err)
+					unread[v.Key] = err
 					mu.Unlock()
 					continue
 				}
@@ -449,10 +505,10 @@ func (a *Agent) observe() (model.Table, error) {
 		}(lane, k)
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := a.stop.Err(); err != nil {
+		return nil, nil, fmt.Errorf("stopping: %w", err)
 	}
-	return t, nil
+	return t, unread, nil
 }
 
 // reconcile makes the kernel match the desired state. With full it first
@@ -466,17 +522,34 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	}
 	fresh := full || a.observed == nil
 	if fresh {
-		obs, err := a.observe()
+		obs, unread, err := a.observe()
 		if err != nil {
 			a.log.Error("reconciled", "reason", reason, "writes", 0, "errors", 1, "err", err)
 			return fmt.Errorf("read kernel IPVS table: %w", err)
 		}
-		a.observed = obs
+		a.observed, a.unread = obs, unread
 		a.pruneDrains()
 	}
 	d := buildDesired(inputs{cfg: a.cfg, statuses: a.statuses, drains: a.drains, observed: a.observed, fresh: fresh, lost: a.quorum})
 	a.logQuorum(d)
-	res := plan.Plan(plan.Input{Desired: d.table, Observed: a.observed, Owned: a.owned, Adopt: d.adopt, KeepWeight: d.keepWeight})
+	desiredT, observedT := d.table, a.observed
+	if len(a.unread) > 0 {
+		// Planned against a guess, an unreadable service would be
+		// re-added or wiped: it is left out until a read succeeds.
+		desiredT, observedT = without(d.table, a.unread), without(a.observed, a.unread)
+		if full {
+			for k, err := range a.unread {
+				a.log.Error("cannot read the real servers of a virtual server: left as it is until the next resync",
+					"virtual_server", d.names[k], "service", k.String(), "err", err)
+			}
+		}
+	}
+	res := plan.Plan(plan.Input{Desired: desiredT, Observed: observedT, Owned: a.owned, Adopt: d.adopt, KeepWeight: d.keepWeight})
+	for k := range a.unread {
+		if a.owned[k] {
+			res.Owned[k] = true // unread is not gone
+		}
+	}
 	for _, key := range res.Conflicts {
 		if !a.conflicts[key] {
 			a.conflicts[key] = true
@@ -495,17 +568,26 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	for k := range res.Owned {
 		intent[k] = true
 	}
-	if !sameKeys(intent, a.owned) {
+	//
+	// The record must never hold back the safety path: when it cannot be
+	// written, changes to services already owned (weights, health,
+	// deletions) still apply and only taking new services waits, retried
+	// at every reconcile (at least every resync_interval).
+	saved := true
+	if a.stateDirty || !sameKeys(intent, a.owned) {
 		if err := a.writeState(intent); err != nil {
-			a.log.Error("reconciled", "reason", reason, "writes", 0, "errors", 1, "err", err)
-			return err
+			saved = false
+			a.stateFailed(err, reason)
+			res.Ops = slices.DeleteFunc(res.Ops, func(op plan.Op) bool { return !a.owned[op.Service.Key] })
+			maps.DeleteFunc(res.Owned, func(k model.ServiceKey, _ bool) bool { return !a.owned[k] })
+			intent = a.owned
 		}
 	}
 
-	failed := a.apply(reason, res.Ops, d.names)
+	failed, skipped := a.apply(reason, res.Ops, d.names)
 
 	final := res.Owned
-	for _, f := range failed {
+	for _, f := range append(failed, skipped...) {
 		switch {
 		case f.op.Kind == plan.DeleteService:
 			final[f.op.Service.Key] = true // still there, still ours
@@ -513,14 +595,28 @@ func (a *Agent) reconcile(reason string, full bool) error {
 			delete(final, f.op.Service.Key) // never created by us
 		}
 	}
-	if !sameKeys(final, intent) {
+	switch {
+	case !saved:
+		a.stateDirty = true // the file lags; rewritten once it can be
+	case !sameKeys(final, intent):
 		if err := a.writeState(final); err != nil {
-			a.log.Error("save state file", "err", err)
+			a.stateDirty = true
+			a.stateFailed(err, reason)
+		} else {
+			a.stateOK()
 		}
+	default:
+		a.stateOK()
 	}
 	a.owned = final
 
-	r := ReconcileResult{Reason: reason, Writes: len(res.Ops), Errors: len(failed)}
+	r := ReconcileResult{Reason: reason, Writes: len(res.Ops) - len(skipped), Errors: len(failed)}
+	if full {
+		r.Errors += len(a.unread)
+	}
+	if len(skipped) > 0 {
+		a.log.Warn("apply stopped: the agent is stopping", "reason", reason, "writes_not_made", len(skipped))
+	}
 	if reason != "resync" || r.Writes > 0 || r.Errors > 0 {
 		a.log.Info("reconciled", "reason", reason, "writes", r.Writes, "errors", r.Errors,
 			"conflicts", len(res.Conflicts), "virtual_servers", len(d.table), "duration", a.now().Sub(start).Round(time.Microsecond).String())
@@ -550,8 +646,44 @@ func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResu
 	}
 	a.view.Store(&View{
 		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost, Why: d.why,
-		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r,
+		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r, StateFileError: a.stateErr,
 	})
+}
+
+// without returns t less the keys in drop (t itself when none is in it).
+func without[V any](t model.Table, drop map[model.ServiceKey]V) model.Table {
+	out := make(model.Table, len(t))
+	for k, v := range t {
+		if _, ok := drop[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// stateFailed makes a failed write of the ownership record loud: logged
+// (once per distinct error, and at every resync while it lasts), in View
+// and in systemd's STATUS.
+func (a *Agent) stateFailed(err error, reason string) {
+	msg := err.Error()
+	changed := msg != a.stateErr
+	a.stateErr = msg
+	if changed || reason == "resync" {
+		a.log.Error("state file not writable: new virtual servers wait until it is; owned ones and health keep being applied",
+			"state_file", a.cfg.StateFile, "err", err)
+	}
+	if changed {
+		a.notifyStatus()
+	}
+}
+
+func (a *Agent) stateOK() {
+	a.stateDirty = false
+	if a.stateErr != "" {
+		a.stateErr = ""
+		a.log.Info("state file writable again", "state_file", a.cfg.StateFile)
+		a.notifyStatus()
+	}
 }
 
 // shutdown leaves the kernel as it is, so traffic flows while the agent
@@ -589,5 +721,10 @@ func (a *Agent) notifyf(format string, args ...any) {
 }
 
 func (a *Agent) notifyStatus() {
+	if a.stateErr != "" {
+		a.notifyf("STATUS=state file not writable (%s): new virtual servers wait; %d virtual servers, %d owned",
+			a.stateErr, len(a.cfg.VirtualServers), len(a.owned))
+		return
+	}
 	a.notifyf("STATUS=%d virtual servers, %d owned", len(a.cfg.VirtualServers), len(a.owned))
 }

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/agent/settings"
@@ -46,6 +48,9 @@ type stateService struct {
 
 const stateVersion = 1
 
+// maxStateFile bounds what loadOwned reads: 50,000 services take ~5 MB.
+const maxStateFile = 64 << 20
+
 // loadOwned reads the ownership record; a missing file means nothing is owned.
 func loadOwned(path string) (map[model.ServiceKey]bool, error) {
 	r, err := loadState(path)
@@ -57,12 +62,12 @@ func loadOwned(path string) (map[model.ServiceKey]bool, error) {
 func loadState(path string) (record, error) {
 	owned := map[model.ServiceKey]bool{}
 	found := settings.Values{}
-	b, err := os.ReadFile(path)
+	b, err := readStateFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return record{owned: owned, found: found}, nil
 	}
 	if err != nil {
-		return record{}, fmt.Errorf("read state file: %w", err)
+		return record{}, err
 	}
 	var sf stateFile
 	if err := json.Unmarshal(b, &sf); err != nil {
@@ -80,6 +85,38 @@ func loadState(path string) (record, error) {
 		}
 	}
 	return record{owned, found, sf.FoundBoot}, nil
+}
+
+// readStateFile reads the ownership record only if it can be trusted: the
+// record decides what the agent deletes, so a file planted by another user
+// (in a world-writable directory) or one others may write is refused, as
+// is a symlink. It opens without blocking: a FIFO hung start-up.
+func readStateFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW|syscall.O_NOCTTY, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("state file %s is a symlink: refused (it decides what the agent deletes)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("state file %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("state file %s is owned by uid %d, not by the agent's uid %d: refused (move it away if it is not the agent's)", path, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("state file %s is writable by group or others (mode %#o): refused (chmod go-w, or move it away)", path, fi.Mode().Perm())
+	}
+	if fi.Size() > maxStateFile {
+		return nil, fmt.Errorf("state file %s is %d bytes, larger than the limit of %d", path, fi.Size(), maxStateFile)
+	}
+	return io.ReadAll(io.LimitReader(f, maxStateFile))
 }
 
 // saveState writes the state file atomically: a crash leaves either the old

@@ -99,6 +99,10 @@ type Status struct {
 	Reason string
 	// Since is when State last changed.
 	Since time.Time
+	// Gen is the Check.Gen of the subscription this verdict was made for:
+	// a verdict of a check that a reload has since changed can arrive
+	// after the reload, and must not be taken for the new check's.
+	Gen uint64
 }
 
 // Check is one health check subscription chosen by the agent.
@@ -113,6 +117,9 @@ type Check struct {
 	// the probe.
 	Target netip.AddrPort
 	Spec   Spec
+	// Gen is the subscriber's generation, echoed in every Status for this
+	// check; the agent changes it whenever the check's spec changes.
+	Gen uint64
 	// Initial is the state assumed until the first verdict. Unknown (the
 	// zero value) lets the first result decide; Up requires Spec.Fall
 	// failures to go down; Down requires Spec.Rise successes to go up.
@@ -161,7 +168,8 @@ type Spec struct {
 	ExpectAnswer string // optional; one answer's rdata as text must equal it
 
 	// exec: Command is argv (with Shell, Command[0] is a /bin/sh -c script
-	// and the rest its $0, $1...). User runs it (empty: the agent's own user).
+	// and the rest its $0, $1...). User runs it, and the Notify command of
+	// any type (empty: the agent's own user).
 	Command []string
 	Shell   bool
 	User    string
@@ -267,6 +275,16 @@ func (s Spec) validTiming() error {
 	}
 	if len(s.Notify) > 0 && s.Notify[0] == "" {
 		return fmt.Errorf("notify: empty command")
+	}
+	if len(s.Notify) > 0 && !strings.HasPrefix(s.Notify[0], "/") {
+		// Run from "/" with a fixed PATH: only an absolute path means
+		// the same thing at `check` time and at run time.
+		return fmt.Errorf("notify command %q must be an absolute path", s.Notify[0])
+	}
+	if len(s.Notify) > 0 {
+		if _, err := lookupCred(s.User); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
 	}
 	return nil
 }

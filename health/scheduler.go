@@ -94,6 +94,7 @@ type Scheduler struct {
 	lateAfter  time.Duration
 	newChecker func(Spec) (checker, error)
 	sem        chan struct{}
+	bodies     *memBudget // shared by every HTTP check's body
 	wake       chan struct{}
 	notifyWake chan struct{}
 	notifyQ    chan notifyJob
@@ -119,9 +120,17 @@ type Scheduler struct {
 type sub struct {
 	id, service string
 	port        uint16 // its real server's port; the address is the runner's
+	gen         uint64 // Check.Gen, echoed in its statuses
 }
 
 func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.Addr(), sb.port) }
+
+// statusOf is sb's status, stamped with its generation.
+func (r *runner) statusOf(sb sub, now time.Time) Status {
+	st := r.m.status(sb.id, now)
+	st.Gen = sb.gen
+	return st
+}
 
 // specEntry is one distinct Spec, interned: 50,000 real servers usually
 // share a handful of specs, and so share one prepared checker (TLS config,
@@ -216,6 +225,7 @@ func NewScheduler(opts Options) *Scheduler {
 		specs:      map[string]*specEntry{},
 		subs:       map[string]*runner{},
 		pending:    map[string]Status{},
+		bodies:     newMemBudget(BodyBudget),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -285,6 +295,7 @@ func (s *Scheduler) Set(checks []Check) {
 			if se = s.specs[sk]; se == nil {
 				se = &specEntry{spec: c.Spec, perRS: c.Spec.perRealServer()}
 				se.chk, se.err = s.newChecker(c.Spec)
+				setBodyBudget(se.chk, s.bodies)
 				if se.err != nil {
 					// Reported as down with the error as reason; keep
 					// the schedule sane whatever the spec says.
@@ -306,9 +317,9 @@ func (s *Scheduler) Set(checks []Check) {
 			r.subs = r.subs[:0]
 			runners[k] = r
 		}
-		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port()}
+		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port(), gen: c.Gen}
 		if s.subs[c.ID] != r || oldSubs[c.ID] != sb {
-			st := r.m.status(c.ID, now)
+			st := r.statusOf(sb, now)
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}
@@ -361,8 +372,14 @@ func (s *Scheduler) Statuses() map[string]Status {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
-	for id, r := range s.subs {
-		out[id] = r.m.status(id, now)
+	seen := make(map[*runner]bool, s.nRunners)
+	for _, r := range s.subs {
+		if !seen[r] {
+			seen[r] = true
+			for _, sb := range r.subs {
+				out[sb.id] = r.statusOf(sb, now)
+			}
+		}
 	}
 	return out
 }
@@ -540,6 +557,7 @@ type transition struct {
 	from, to State
 	st       Status
 	notify   []string
+	user     string // runs notify; "" is the agent's own user
 }
 
 // complete applies a probe's result, schedules the next probe and reports.
@@ -577,10 +595,10 @@ func (s *Scheduler) complete(r *runner, due time.Time, res result) {
 	if after != r.seen || moved {
 		r.seen = after
 		for _, sb := range r.subs {
-			st := r.m.status(sb.id, now)
+			st := r.statusOf(sb, now)
 			s.emitLocked(st)
 			if moved {
-				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
+				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify, user: r.se.spec.User})
 			}
 		}
 	}
@@ -602,7 +620,7 @@ func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	if v := r.m.snapshot(now); v != r.seen {
 		r.seen = v
 		for _, sb := range r.subs {
-			s.emitLocked(r.m.status(sb.id, now))
+			s.emitLocked(r.statusOf(sb, now))
 		}
 	}
 	s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", r.m.factor(now))
@@ -629,14 +647,14 @@ func (s *Scheduler) report(e transition) {
 	if len(e.notify) == 0 || lvl == slog.LevelDebug {
 		return
 	}
-	job := notifyJob{argv: e.notify, env: []string{
+	job := notifyJob{argv: e.notify, user: e.user, env: []string{
 		"IPVS_CHECK_ID=" + e.sub.id,
 		"IPVS_VIRTUAL_SERVER=" + e.sub.service,
 		"IPVS_RS_IP=" + e.target.Addr().String(),
 		"IPVS_RS_PORT=" + strconv.Itoa(int(e.target.Port())),
 		"IPVS_OLD_STATE=" + e.from.String(),
 		"IPVS_NEW_STATE=" + e.to.String(),
-		"IPVS_REASON=" + e.st.Reason,
+		"IPVS_REASON=" + sanitizeReason(e.st.Reason),
 		"IPVS_FACTOR=" + fmt.Sprintf("%.3f", e.st.Factor),
 	}}
 	select {
@@ -647,7 +665,10 @@ func (s *Scheduler) report(e transition) {
 	}
 }
 
-type notifyJob struct{ argv, env []string }
+type notifyJob struct {
+	argv, env []string
+	user      string
+}
 
 // runNotifies runs notify commands one at a time: they are for humans and
 // pagers, and running them serially keeps a mass failure from forking
@@ -658,8 +679,15 @@ func (s *Scheduler) runNotifies(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-s.notifyQ:
+			// As the check's user, like exec checks: a notify command is
+			// as much configuration as a check command is.
+			cr, err := lookupCred(j.user)
+			if err != nil {
+				s.log.Warn("notify command not run", "command", j.argv[0], "err", err)
+				continue
+			}
 			nctx, cancel := context.WithTimeout(ctx, notifyTime)
-			out, err := runCommand(nctx, j.argv, nil, j.env)
+			out, err := runCommand(nctx, j.argv, cr, j.env)
 			cancel()
 			if err != nil {
 				s.log.Warn("notify command failed", "command", j.argv[0], "err", err, "output", out)

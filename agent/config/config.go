@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -151,15 +153,44 @@ type rawRS struct {
 
 // Load reads, decodes and validates a configuration file.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, string(src))
 }
 
+// ReadFile reads a configuration file: a regular file of at most
+// MaxFileSize bytes. It opens without blocking, so a FIFO or device put in
+// its place is an error rather than a hung start-up or reload.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), MaxFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err == nil && len(b) > MaxFileSize {
+		err = fmt.Errorf("%s: grew larger than the limit of %d bytes while read", path, MaxFileSize)
+	}
+	return b, err
+}
+
 // Parse validates configuration text; path is used in messages.
 func Parse(path, src string) (*Config, error) {
+	if p := checkShape(path, src); p != nil {
+		return nil, Problems{*p}
+	}
 	v := &validator{file: path, src: src}
 	var raw rawFile
 	undecoded, err := decode(src, &raw)
@@ -170,8 +201,16 @@ func Parse(path, src string) (*Config, error) {
 		}
 		return nil, Problems{v.decodeProblem(err)}
 	}
+	// toml lists an unknown key inside an array of tables once per
+	// occurrence, and occurrences() already finds every one of them: report
+	// each distinct key once, or N typos become N^2 problems.
+	reported := make(map[string]bool, len(undecoded))
 	for _, k := range undecoded {
 		ks := k.String()
+		if reported[ks] {
+			continue
+		}
+		reported[ks] = true
 		occ := v.positions().occurrences(ks)
 		if len(occ) == 0 {
 			v.addAt(pos{}, "unknown key %q", ks)
@@ -420,7 +459,14 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 	svc.Netmask = model.DefaultNetmask(svc.Key.Family)
 	if r.Persistence != nil {
 		d := v.duration(path+".persistence", r.Persistence, 0, time.Second)
-		if d > 0 {
+		switch {
+		case d > MaxPersistence:
+			// The kernel takes seconds in a u32 and keeps jiffies; a
+			// larger value wrapped silently ("1193047h" became 1904 s).
+			v.problem(path+".persistence", "persistence %v out of range 1s..%v", d, MaxPersistence)
+		case d%time.Second != 0:
+			v.problem(path+".persistence", "persistence %v is not a whole number of seconds (the kernel counts seconds)", d)
+		case d > 0:
 			svc.Flags |= model.FlagPersistent
 			svc.Timeout = uint32(d / time.Second)
 		}
@@ -561,6 +607,13 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			}
 		}
 		vs.RealServers = append(vs.RealServers, rs)
+	}
+	if vs.SorryServer != nil {
+		// As a real server too, "remove" would re-add a dead server at
+		// weight 1 when all are down, and "quiesce" would never add it.
+		if _, clash := seen[vs.SorryServer.Key]; clash {
+			v.problem(path+".sorry_server", "sorry_server %s is also a real server of %q: use another address", vs.SorryServer.Key, vs.Name)
+		}
 	}
 	return vs, ok
 }

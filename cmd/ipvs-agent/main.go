@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ipvs-agent/ipvs-agent/agent"
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
@@ -66,6 +67,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	var (
+		ctx context.Context
+		hup chan os.Signal
+	)
+	if cmd == "run" {
+		// Signals first: without a handler SIGHUP's default action kills
+		// the process (exit 129), so a reload sent while a large file
+		// parses at start-up killed the daemon. A SIGHUP from now on is
+		// a reload after start-up; SIGTERM stops at the first chance.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -83,6 +100,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *handles < 1 {
 		*handles = 1
+	}
+	if ctx.Err() != nil {
+		log.Info("stopped during start-up")
+		return 0
 	}
 	var kernels []kernel.IPVS
 	for i := 0; i < *handles; i++ {
@@ -109,10 +130,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
@@ -123,11 +140,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	log.Info("starting", "version", version, "config", *cfgPath, "pid", os.Getpid())
+	finished := make(chan struct{})
+	defer close(finished)
+	go boundStop(ctx, finished, log)
 	if err := a.Run(ctx, reload); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// stopBound is how long the agent may take to stop after SIGTERM. Run
+// stops a running apply between two kernel writes, so it normally returns
+// in milliseconds; this bounds the rest (a kernel call stuck in netlink,
+// cleanup_on_exit deleting thousands of services). It stays well under the
+// unit's TimeoutStopSec (30 s), so systemd never has to SIGKILL the agent.
+// The kernel table is consistent at any point: the ownership record is
+// written before a service is created.
+const stopBound = 10 * time.Second
+
+func boundStop(ctx context.Context, finished <-chan struct{}, log *slog.Logger) {
+	select {
+	case <-finished:
+		return
+	case <-ctx.Done():
+	}
+	select {
+	case <-finished:
+	case <-time.After(stopBound):
+		log.Error("did not stop in time; exiting with the kernel table as it is", "bound", stopBound.String())
+		os.Exit(1)
+	}
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
