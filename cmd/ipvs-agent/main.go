@@ -17,6 +17,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent"
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
+	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -32,6 +33,8 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   ipvs-agent check [-c FILE]    validate the configuration (exit 1 with every problem)
   ipvs-agent run   [-c FILE] [-log-format text|json] [-log-level debug|info|warn|error] [-handles N]
+  ipvs-agent reload [-c FILE] [-socket PATH]   reload the running agent, wait until applied
+                                (exit 1 with every problem when the file is bad, 2 when not running)
   ipvs-agent version
 The default FILE is %s.
 `, defaultConfig)
@@ -43,6 +46,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "reload":
+		return runReload(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", defaultConfig, "configuration file")
@@ -93,7 +100,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer k.Close()
 		kernels = append(kernels, k)
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}})
+	// The scheduler is made here rather than by agent.New so the edges
+	// can read its counters; its verdicts go to the agent.
+	var a *agent.Agent
+	sched := health.NewScheduler(health.Options{Logger: log, MaxInFlight: cfg.MaxChecksInFlight,
+		OnChange: func(st health.Status) { a.OnHealth(st) }})
+	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}, Health: sched})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -101,6 +113,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	edges, err := startEdges(ctx, log, cfg, a, sched)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	defer edges.wait()
+	defer stop() // stop the edges before waiting for them
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
