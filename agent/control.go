@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
+	"github.com/ipvs-agent/ipvs-agent/agent/model"
 )
 
 // ReloadResult is what one reload did: either the new (or unchanged) file
@@ -85,3 +86,11 @@ func (a *Agent) noteReload(start time.Time, r *ReloadResult) {
 	c := *r
 	a.lastReload.Store(&c)
 }
+
+// CheckID is the health check ID of a real server of a virtual server, the
+// key of View.Statuses.
+func CheckID(vs *config.VirtualServer, rs *config.RealServer) string { return checkID(vs, rs) }
+
+// ReadOwned reads a state file: the virtual servers an agent owns (for
+// `ipvs-agent status` when the agent is not running).
+func ReadOwned(path string) (map[model.ServiceKey]bool, error) { return loadOwned(path) }

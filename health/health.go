@@ -106,6 +106,10 @@ type Status struct {
 	// last two results (longer than the configured interval when the
 	// scheduler falls behind). Zero before the first result. Filled by
 	// Scheduler.Statuses (and OnChange); not part of change detection.
+	// RampFactor is slow start's share of Factor (1 when not ramping);
+	// the rest of Factor is what an agent check reported.
+	RampFactor float64
+
 	LastCheck         time.Time
 	LastLatency       time.Duration
 	LastOK            bool

@@ -203,7 +203,8 @@ func (m *machine) snapshot(now time.Time) view {
 }
 
 func (m *machine) status(id string, now time.Time) Status {
-	st := Status{ID: id, State: m.state, Factor: m.factor(now), Weight: int(m.weight), Reason: m.reason, Since: m.since}
+	st := Status{ID: id, State: m.state, Factor: m.factor(now), Weight: int(m.weight), Reason: m.reason, Since: m.since,
+		RampFactor: m.rampFactor(now)}
 	if m.last.at != 0 {
 		st.LastCheck = time.Unix(0, m.last.at)
 		st.LastLatency = time.Duration(m.last.latency)
