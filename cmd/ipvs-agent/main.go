@@ -35,6 +35,9 @@ func usage(w io.Writer) {
   ipvs-agent run   [-c FILE] [-log-format text|json] [-log-level debug|info|warn|error] [-handles N]
   ipvs-agent reload [-c FILE] [-socket PATH]   reload the running agent, wait until applied
                                 (exit 1 with every problem when the file is bad, 2 when not running)
+  ipvs-agent status [NAME] [-json] [-quorum] [-c FILE] [-socket PATH]
+                                what the agent believes and the kernel does (exit 2 when not running;
+                                -quorum NAME: exit 0 when NAME has quorum, for a VRRP track script)
   ipvs-agent version
 The default FILE is %s.
 `, defaultConfig)
@@ -49,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "reload":
 		return runReload(args, stdout, stderr)
+	case "status":
+		return runStatus(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -113,7 +118,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	edges, err := startEdges(ctx, log, cfg, a, sched)
+	stats, closeStats := openStatsReader(ctx, log)
+	defer closeStats()
+	edges, err := startEdges(ctx, log, cfg, a, sched, stats)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

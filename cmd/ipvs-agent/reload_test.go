@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -72,20 +73,20 @@ func startDaemon(t *testing.T) *daemon {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: []kernel.IPVS{d.kern}, Health: noChecks{}})
+	// Wired as main wires it, on the fake kernel.
+	var a *agent.Agent
+	sched := health.NewScheduler(health.Options{Logger: log, OnChange: func(st health.Status) { a.OnHealth(st) }})
+	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: []kernel.IPVS{d.kern}, Health: sched})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	l, err := control.Listen(cfg.StatusSocket, "")
+	e, err := startEdges(ctx, log, cfg, a, sched, d.fake)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &control.Server{Log: log, Reload: a.Reload, Config: cfg.Path}
-	served := make(chan struct{})
-	go func() { defer close(served); control.Serve(ctx, l, srv.Handler(), log) }()
 	go func() { defer close(d.done); a.Run(ctx, nil) }()
-	d.stop = func() { cancel(); <-d.done; <-served }
+	d.stop = func() { cancel(); <-d.done; e.wait() }
 	t.Cleanup(func() {
 		select {
 		case <-d.done:
@@ -192,4 +193,56 @@ func TestReloadNoSocket(t *testing.T) {
 func svc(s string) model.ServiceKey {
 	ap := netip.MustParseAddrPort(s)
 	return model.ServiceKey{Family: model.FamilyInet, Protocol: model.ProtoTCP, Addr: ap.Addr(), Port: ap.Port()}
+}
+
+func TestStatusCommand(t *testing.T) {
+	d := startDaemon(t)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"reload", "-socket", d.sock}, &out, &errOut); code != 0 { // start reconciled
+		t.Fatalf("reload: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"status", "-c", d.cfg}, &out, &errOut); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"TCP 192.0.2.10:80 wlc  [web] owned", "  -> 198.18.0.11:80", "last reload", "unchanged"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if code := run([]string{"status", "web", "-json", "-socket", d.sock}, &out, &errOut); code != 0 {
+		t.Fatalf("status web -json: exit %d: %s", code, errOut.String())
+	}
+	var doc struct {
+		Schema         int
+		VirtualServers []struct {
+			Name        string
+			RealServers []struct{ Address string } `json:"real_servers"`
+		} `json:"virtual_servers"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Schema != 1 || len(doc.VirtualServers) != 1 || doc.VirtualServers[0].RealServers[0].Address != "198.18.0.11:80" {
+		t.Fatalf("json: %v %+v", err, doc)
+	}
+	if code := run([]string{"status", "-socket", d.sock, "nope"}, &out, &errOut); code != 3 {
+		t.Errorf("unknown name: exit %d, want 3", code)
+	}
+	out.Reset()
+	if code := run([]string{"status", "-quorum", "-socket", d.sock, "web"}, &out, &errOut); code != 0 || out.Len() != 0 {
+		t.Errorf("quorum: exit %d, output %q", code, out.String())
+	}
+
+	d.stop()
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"status", "-c", d.cfg}, &out, &errOut); code != 2 {
+		t.Fatalf("stopped: exit %d, want 2", code)
+	}
+	if !strings.Contains(out.String(), "ipvs-agent is NOT RUNNING: the agent is not running") ||
+		!strings.Contains(out.String(), "state file "+d.dir+"/state.json") || !strings.Contains(out.String(), "[tcp 192.0.2.10:80] owned") {
+		t.Errorf("offline status:\n%s", out.String())
+	}
+	if code := run([]string{"status", "-quorum", "-c", d.cfg, "web"}, &out, &errOut); code != 2 {
+		t.Errorf("quorum with the agent stopped: exit %d, want 2", code)
+	}
 }

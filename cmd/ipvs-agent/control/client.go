@@ -45,11 +45,15 @@ func (c *Client) reachErr(err error) error {
 	return fmt.Errorf("control socket %s: %w", c.Socket, err)
 }
 
-// Unreachable reports whether err means the agent could not be talked to.
+// Unreachable reports whether err means the agent could not be talked to
+// (not running, or the socket is not ours to use).
 func Unreachable(err error) bool {
 	var ue *unreachableError
 	return errors.As(err, &ue)
 }
+
+// NotRunning reports whether err means no agent listens on the socket.
+func NotRunning(err error) bool { return errors.Is(err, ErrNotRunning) }
 
 type unreachableError struct{ err error }
 
