@@ -81,6 +81,7 @@ type Agent struct {
 	view atomic.Pointer[View]
 
 	reloadReq  chan reloadRequest // Reload's requests into Run's loop (control.go)
+	diffReq    chan diffRequest   // Diff's (diff.go)
 	lastReload atomic.Pointer[ReloadResult]
 }
 
@@ -129,6 +130,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
 		reloadReq: make(chan reloadRequest),
+		diffReq:   make(chan diffRequest),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -212,6 +214,8 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 		case req := <-a.reloadReq:
 			req.reply <- a.reload()
 			resync.Reset(a.cfg.ResyncInterval)
+		case req := <-a.diffReq:
+			req.reply <- a.diff(req.cfg)
 		case <-resync.C:
 			if err := a.reconcile("resync", true); err != nil {
 				a.log.Error("resync failed", "err", err)
@@ -395,13 +399,17 @@ func (a *Agent) pruneDrains() {
 // destinations of the services this agent manages (owned or adoptable)
 // only, so the cost follows the agent's size, not the kernel's. The
 // destination dumps are spread over the kernel handles like writes are.
-func (a *Agent) observe() (model.Table, error) {
+func (a *Agent) observe() (model.Table, error) { return a.observeFor(a.cfg) }
+
+// observeFor is observe for a configuration that may not be the running one
+// (diff.go).
+func (a *Agent) observeFor(cfg *config.Config) (model.Table, error) {
 	svcs, err := a.kernels[0].Services()
 	if err != nil {
 		return nil, err
 	}
 	adopt := map[model.ServiceKey]bool{}
-	for _, vs := range a.cfg.VirtualServers {
+	for _, vs := range cfg.VirtualServers {
 		if vs.Adopt {
 			adopt[vs.Service.Key] = true
 		}

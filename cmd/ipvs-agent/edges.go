@@ -135,7 +135,7 @@ func startEdges(ctx context.Context, log *slog.Logger, cfg *config.Config, a *ag
 			return nil, err
 		}
 		e.socket = cfg.StatusSocket
-		srv := &control.Server{Log: log, Reload: a.Reload, Config: cfg.Path, Status: e.src.status}
+		srv := &control.Server{Log: log, Reload: a.Reload, Config: cfg.Path, Status: e.src.status, Diff: serveDiff(a)}
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()

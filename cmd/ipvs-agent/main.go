@@ -38,6 +38,8 @@ func usage(w io.Writer) {
   ipvs-agent status [NAME] [-json] [-quorum] [-c FILE] [-socket PATH]
                                 what the agent believes and the kernel does (exit 2 when not running;
                                 -quorum NAME: exit 0 when NAME has quorum, for a VRRP track script)
+  ipvs-agent diff [-c FILE]     the kernel writes a reload to FILE would make, applied nowhere
+                                (exit 0 none, 1 some, 2 bad file or agent/kernel unreadable)
   ipvs-agent version
 The default FILE is %s.
 `, defaultConfig)
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReload(args, stdout, stderr)
 	case "status":
 		return runStatus(args, stdout, stderr)
+	case "diff":
+		return runDiff(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

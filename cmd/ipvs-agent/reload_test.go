@@ -246,3 +246,43 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("quorum with the agent stopped: exit %d, want 2", code)
 	}
 }
+
+func TestDiffCommand(t *testing.T) {
+	d := startDaemon(t)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"reload", "-socket", d.sock}, &out, &errOut); code != 0 {
+		t.Fatalf("reload: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"diff", "-c", d.cfg}, &out, &errOut); code != 0 || out.String() != "no changes\n" {
+		t.Fatalf("unchanged: exit %d, %q %s", code, out.String(), errOut.String())
+	}
+	src := strings.ReplaceAll(reloadBase, "%s", d.dir) + "  [[virtual_server.real_server]]\n  address = \"198.18.0.12:80\"\n  weight = 3\n"
+	src = strings.Replace(src, "address = \"198.18.0.11:80\"\n", "address = \"198.18.0.11:80\"\n  weight = 2\n", 1)
+	d.write(t, src)
+	out.Reset()
+	writes := d.kern.writes.Load()
+	if code := run([]string{"diff", "-c", d.cfg}, &out, &errOut); code != 1 {
+		t.Fatalf("changed: exit %d: %s", code, errOut.String())
+	}
+	want := "web: update-real-server tcp 192.0.2.10:80 -> 198.18.0.11:80 weight 1 -> 2\n" +
+		"web: add-real-server tcp 192.0.2.10:80 -> 198.18.0.12:80\n2 kernel writes\n"
+	if out.String() != want {
+		t.Fatalf("diff:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if d.kern.writes.Load() != writes || len(d.fake.Snapshot()[svc("192.0.2.10:80")].Dests) != 1 {
+		t.Fatal("diff changed the kernel")
+	}
+	if code := run([]string{"reload", "-c", d.cfg}, &out, &errOut); code != 0 {
+		t.Fatalf("reload: %d", code)
+	}
+	out.Reset()
+	if code := run([]string{"diff", "-c", d.cfg}, &out, &errOut); code != 0 {
+		t.Fatalf("after reload: exit %d: %s", code, out.String())
+	}
+	d.write(t, src+"bogus = 1\n")
+	errOut.Reset()
+	if code := run([]string{"diff", "-c", d.cfg}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), d.cfg+":13:1: unknown key \"bogus\"") {
+		t.Fatalf("bad file: exit %d: %s", code, errOut.String())
+	}
+}

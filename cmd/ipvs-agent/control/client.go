@@ -61,7 +61,11 @@ func (e *unreachableError) Error() string { return e.err.Error() }
 func (e *unreachableError) Unwrap() error { return e.err }
 
 func (c *Client) do(ctx context.Context, method, path string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://ipvs-agent"+path, bytes.NewReader(nil))
+	return c.doBody(ctx, method, path, bytes.NewReader(nil))
+}
+
+func (c *Client) doBody(ctx context.Context, method, path string, body io.Reader) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://ipvs-agent"+path, body)
 	if err != nil {
 		return 0, nil, err
 	}

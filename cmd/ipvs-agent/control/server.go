@@ -8,6 +8,8 @@
 //	POST /v1/reload            reload the file, reply after its reconcile:
 //	                           200 {"ok":true,"writes":N,"errors":N,...}
 //	                           422 {"ok":false,"problems":["file:line:col: ..."]}
+//	POST /v1/diff              {"path":..,"config":".."}: the writes a reload to
+//	                           that file would make, applied nowhere
 package control
 
 import (
@@ -54,6 +56,8 @@ type Server struct {
 	// Status builds the status document; name "" for every virtual
 	// server, else one (ErrNotFound when unknown).
 	Status func(ctx context.Context, name string) (any, error)
+	// Diff plans a reload to the file in the request without applying it.
+	Diff func(ctx context.Context, req DiffRequest) DiffReply
 }
 
 // Handler routes the control API.
@@ -62,6 +66,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	if s.Status != nil {
 		mux.HandleFunc("GET /v1/status", s.status)
+	}
+	if s.Diff != nil {
+		mux.HandleFunc("POST /v1/diff", s.diff)
 	}
 	return mux
 }
