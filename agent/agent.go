@@ -52,6 +52,8 @@ type Options struct {
 	Load func(path string) (*config.Config, error)
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Observer, optional, hears of every reconcile and reload (metrics).
+	Observer Observer
 }
 
 // Agent is the running daemon. Its state is owned by the goroutine running
@@ -80,6 +82,7 @@ type Agent struct {
 
 	view atomic.Pointer[View]
 
+	observer   Observer
 	reloadReq  chan reloadRequest // Reload's requests into Run's loop (control.go)
 	diffReq    chan diffRequest   // Diff's (diff.go)
 	lastReload atomic.Pointer[ReloadResult]
@@ -129,6 +132,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		quorum:    map[string]bool{},
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
+		observer:  opts.Observer,
 		reloadReq: make(chan reloadRequest),
 		diffReq:   make(chan diffRequest),
 	}
@@ -554,6 +558,9 @@ func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResu
 		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost,
 		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r, Config: a.cfg, Owned: owned,
 	})
+	if a.observer != nil {
+		a.observer.Reconciled(r)
+	}
 }
 
 // shutdown leaves the kernel as it is, so traffic flows while the agent

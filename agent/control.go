@@ -27,6 +27,13 @@ type ReloadResult struct {
 	Duration time.Duration
 }
 
+// Observer hears of each reconcile and reload, on the agent's loop, so it
+// must return at once (metrics count them; they must not hold the loop).
+type Observer interface {
+	Reconciled(ReconcileResult)
+	Reloaded(ReloadResult)
+}
+
 type reloadRequest struct {
 	reply chan ReloadResult
 }
@@ -85,6 +92,9 @@ func (a *Agent) noteReload(start time.Time, r *ReloadResult) {
 	r.Duration = a.now().Sub(start)
 	c := *r
 	a.lastReload.Store(&c)
+	if a.observer != nil {
+		a.observer.Reloaded(c)
+	}
 }
 
 // CheckID is the health check ID of a real server of a virtual server, the

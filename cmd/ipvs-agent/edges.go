@@ -10,11 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ipvs-agent/ipvs-agent/agent"
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/cmd/ipvs-agent/control"
+	"github.com/ipvs-agent/ipvs-agent/cmd/ipvs-agent/metrics"
 	"github.com/ipvs-agent/ipvs-agent/cmd/ipvs-agent/report"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
@@ -24,9 +27,10 @@ import (
 // scheduler's counters and the kernel through a netlink socket of their
 // own; they never hold a lock of the agent's loop.
 type edges struct {
-	wg     sync.WaitGroup
-	socket string
-	src    *snapshotSource
+	wg          sync.WaitGroup
+	socket      string
+	metricsAddr string
+	src         *snapshotSource
 }
 
 // scheduler is what the edges read of the health scheduler.
@@ -102,6 +106,37 @@ func (s *snapshotSource) sampleRate(ctx context.Context) {
 	}
 }
 
+// metricsSnapshot is what a scrape reads: no walk under the scheduler's
+// lock (the View carries the verdicts), one kernel read.
+func (s *snapshotSource) metricsSnapshot() metrics.Snapshot {
+	v := s.agent.View()
+	ms := metrics.Snapshot{View: v, Stats: s.sched.Stats()}
+	ms.Kernel, ms.KernelErr = s.readKernel(v)
+	return ms
+}
+
+// metricsEdge holds the registry when metrics_listen is set.
+type metricsEdge struct {
+	reg *prometheus.Registry
+	obs *metrics.Observer
+}
+
+func newMetrics(cfg *config.Config) *metricsEdge {
+	if cfg.MetricsListen == "" {
+		return &metricsEdge{}
+	}
+	reg := metrics.NewRegistry()
+	return &metricsEdge{reg: reg, obs: metrics.NewObserver(reg)}
+}
+
+// observer is the agent.Observer, nil when metrics are off.
+func (m *metricsEdge) observer() agent.Observer {
+	if m == nil || m.obs == nil {
+		return nil
+	}
+	return m.obs
+}
+
 // status serves GET /v1/status.
 func (s *snapshotSource) status(_ context.Context, name string) (any, error) {
 	doc, ok := report.Build(s.input(true), name)
@@ -125,8 +160,24 @@ func openStatsReader(ctx context.Context, log *slog.Logger) (kernel.StatsReader,
 // startEdges opens the control socket (and metrics) for a, served until ctx
 // ends. A socket that cannot be made stops the start: `systemctl reload`
 // depends on it (status_socket = "" turns it off). kern may be nil.
-func startEdges(ctx context.Context, log *slog.Logger, cfg *config.Config, a *agent.Agent, sched scheduler, kern kernel.StatsReader) (*edges, error) {
+func startEdges(ctx context.Context, log *slog.Logger, cfg *config.Config, a *agent.Agent, sched scheduler, kern kernel.StatsReader, m *metricsEdge) (*edges, error) {
 	e := &edges{src: &snapshotSource{agent: a, sched: sched, started: time.Now(), kern: kern}}
+	if m != nil && m.reg != nil {
+		l, err := metrics.Listen(cfg.MetricsListen)
+		if err != nil {
+			return nil, err
+		}
+		m.reg.MustRegister(metrics.NewCollector(version, e.src.metricsSnapshot))
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := metrics.Serve(ctx, l, m.reg, log); err != nil {
+				log.Error("metrics endpoint stopped", "err", err)
+			}
+		}()
+		e.metricsAddr = l.Addr().String()
+		log.Info("metrics endpoint", "listen", e.metricsAddr)
+	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.src.sampleRate(ctx) }()
 	if cfg.StatusSocket != "" {

@@ -114,7 +114,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var a *agent.Agent
 	sched := health.NewScheduler(health.Options{Logger: log, MaxInFlight: cfg.MaxChecksInFlight,
 		OnChange: func(st health.Status) { a.OnHealth(st) }})
-	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}, Health: sched})
+	m := newMetrics(cfg)
+	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}, Health: sched, Observer: m.observer()})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -124,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	stats, closeStats := openStatsReader(ctx, log)
 	defer closeStats()
-	edges, err := startEdges(ctx, log, cfg, a, sched, stats)
+	edges, err := startEdges(ctx, log, cfg, a, sched, stats, m)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

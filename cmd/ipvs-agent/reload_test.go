@@ -81,7 +81,7 @@ func startDaemon(t *testing.T) *daemon {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e, err := startEdges(ctx, log, cfg, a, sched, d.fake)
+	e, err := startEdges(ctx, log, cfg, a, sched, d.fake, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,3 +286,10 @@ func TestDiffCommand(t *testing.T) {
 		t.Fatalf("bad file: exit %d: %s", code, errOut.String())
 	}
 }
+
+func dest(s string) model.DestKey {
+	ap := netip.MustParseAddrPort(s)
+	return model.DestKey{Addr: ap.Addr(), Port: ap.Port()}
+}
+
+func writeFile(path, src string) error { return os.WriteFile(path, []byte(src), 0o644) }
