@@ -86,6 +86,7 @@ type Agent struct {
 	reloadReq  chan reloadRequest // Reload's requests into Run's loop (control.go)
 	diffReq    chan diffRequest   // Diff's (diff.go)
 	lastReload atomic.Pointer[ReloadResult]
+	reloading  atomic.Bool
 }
 
 // View is a read-only snapshot of the agent's state after a reconcile: the
@@ -300,6 +301,8 @@ func (a *Agent) reload() (res ReloadResult) {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
 	defer a.notifyf("READY=1")
 	defer a.noteReload(a.now(), &res)
+	a.reloading.Store(true)
+	defer a.reloading.Store(false)
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.

@@ -57,6 +57,11 @@ func (a *Agent) Reload(ctx context.Context) (ReloadResult, error) {
 	}
 }
 
+// Reloading reports whether a reload is running now: status and metrics
+// wait for its end before their heavier work, so they do not take CPU from
+// it.
+func (a *Agent) Reloading() bool { return a.reloading.Load() }
+
 // LastReload is the last reload's result, nil before the first one.
 func (a *Agent) LastReload() *ReloadResult { return a.lastReload.Load() }
 

@@ -38,10 +38,12 @@ type Config struct {
 	// StatusSocket is the control socket's path ("" = none), StatusGroup
 	// the group allowed to use it ("" = root's), MetricsListen the
 	// Prometheus endpoint's address ("" = off). Read at start.
-	StatusSocket   string
-	StatusGroup    string
-	MetricsListen  string
-	VirtualServers []VirtualServer
+	StatusSocket  string
+	StatusGroup   string
+	MetricsListen string
+	// MetricsRealServers exports the per-real-server series (default true).
+	MetricsRealServers bool
+	VirtualServers     []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -104,6 +106,7 @@ type rawFile struct {
 		StatusSocket   *string `toml:"status_socket"`
 		StatusGroup    string  `toml:"status_group"`
 		MetricsListen  string  `toml:"metrics_listen"`
+		MetricsRS      *bool   `toml:"metrics_real_servers"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`

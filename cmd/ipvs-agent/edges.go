@@ -48,7 +48,22 @@ type snapshotSource struct {
 	kmu  sync.Mutex // one request at a time on the edges' netlink socket
 	kern kernel.StatsReader
 
+	realServers bool // metrics_real_servers
+
 	rate atomic.Uint64 // checks done per second, float64 bits
+}
+
+// yieldMax bounds how long status and metrics wait for a reload to end.
+const yieldMax = 20 * time.Second
+
+// yield waits while the agent reloads, at most yieldMax in all for one
+// request (deadline): a reload of a large file is the agent's heaviest work
+// and the one an operator waits for, and on a small director a scrape or a
+// status call of a large table competes with it for the CPU.
+func (s *snapshotSource) yield(deadline time.Time) {
+	for s.agent.Reloading() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // readKernel reads the kernel's table with counters: every service, and
@@ -76,6 +91,7 @@ func (s *snapshotSource) readKernel(v *agent.View) ([]kernel.ServiceStats, error
 // input is one snapshot for the report; live adds the scheduler's current
 // statuses (a walk under its lock, so only status asks for it).
 func (s *snapshotSource) input(live bool) report.Input {
+	s.yield(time.Now().Add(yieldMax))
 	v := s.agent.View()
 	st := s.sched.Stats()
 	in := report.Input{Now: time.Now(), Version: version, PID: os.Getpid(), Started: s.started, View: v,
@@ -109,8 +125,11 @@ func (s *snapshotSource) sampleRate(ctx context.Context) {
 // metricsSnapshot is what a scrape reads: no walk under the scheduler's
 // lock (the View carries the verdicts), one kernel read.
 func (s *snapshotSource) metricsSnapshot() metrics.Snapshot {
+	deadline := time.Now().Add(yieldMax)
+	s.yield(deadline)
 	v := s.agent.View()
-	ms := metrics.Snapshot{View: v, Stats: s.sched.Stats()}
+	ms := metrics.Snapshot{View: v, Stats: s.sched.Stats(), Yield: func() { s.yield(deadline) },
+		RealServers: s.realServers}
 	ms.Kernel, ms.KernelErr = s.readKernel(v)
 	return ms
 }
@@ -161,7 +180,7 @@ func openStatsReader(ctx context.Context, log *slog.Logger) (kernel.StatsReader,
 // ends. A socket that cannot be made stops the start: `systemctl reload`
 // depends on it (status_socket = "" turns it off). kern may be nil.
 func startEdges(ctx context.Context, log *slog.Logger, cfg *config.Config, a *agent.Agent, sched scheduler, kern kernel.StatsReader, m *metricsEdge) (*edges, error) {
-	e := &edges{src: &snapshotSource{agent: a, sched: sched, started: time.Now(), kern: kern}}
+	e := &edges{src: &snapshotSource{agent: a, sched: sched, started: time.Now(), kern: kern, realServers: cfg.MetricsRealServers}}
 	if m != nil && m.reg != nil {
 		l, err := metrics.Listen(cfg.MetricsListen)
 		if err != nil {

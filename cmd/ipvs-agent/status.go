@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,7 +90,12 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if *asJSON {
-		stdout.Write(raw)
+		var buf bytes.Buffer
+		if json.Indent(&buf, raw, "", "  ") != nil {
+			buf.Reset()
+			buf.Write(raw)
+		}
+		stdout.Write(buf.Bytes())
 		return exitOK
 	}
 	if err := report.Render(stdout, &doc); err != nil {

@@ -101,6 +101,11 @@ type Snapshot struct {
 	Stats     health.Stats
 	Kernel    []kernel.ServiceStats // nil when unreadable
 	KernelErr error
+	// RealServers: export the per-real-server series (metrics_real_servers).
+	RealServers bool
+	// Yield, optional, is called between virtual servers while the metrics
+	// are built: it waits while the agent reloads.
+	Yield func()
 }
 
 // Collector turns a Snapshot into metrics at scrape time.
@@ -207,6 +212,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		kern[s.Kernel[i].Service.Key] = &s.Kernel[i]
 	}
 	for i := range v.Config.VirtualServers {
+		if s.Yield != nil && i%100 == 0 {
+			s.Yield()
+		}
 		vs := &v.Config.VirtualServers[i]
 		name := vs.Name
 		healthy := v.Healthy[name]
@@ -235,12 +243,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		desired := v.Desired[vs.Service.Key]
 		for j := range vs.RealServers {
 			rs := &vs.RealServers[j]
+			if rs.Check != nil && rs.Check.Interval > 0 {
+				perSecond += 1 / rs.Check.Interval.Seconds()
+			}
+			if !s.RealServers {
+				continue
+			}
 			addr := rs.Dest.Key.String()
 			rsUp := 1.0
 			if rs.Check != nil {
-				if rs.Check.Interval > 0 {
-					perSecond += 1 / rs.Check.Interval.Seconds()
-				}
 				if st, ok := v.Statuses[agent.CheckID(vs, rs)]; ok && (st.State == health.Down || st.State == health.Drain) {
 					rsUp = 0
 				}

@@ -29,6 +29,38 @@ func (noChecks) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() 
 // plus a fixed set. Go runtime and process metrics are not counted.
 func TestSeriesAt1000x10(t *testing.T) {
 	const nvs, nrs = 1000, 10
+	reg, stop := bigRegistry(t)
+	defer stop()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, f := range fams {
+		for _, m := range f.Metric {
+			if h := m.Histogram; h != nil {
+				series += len(h.Bucket) + 3 // buckets, +Inf, _sum, _count
+				continue
+			}
+			series++
+		}
+	}
+	perObject := 8*nvs + 8*nvs*nrs
+	// Fixed: 12 agent-wide gauges and counters, the tcp duration histogram
+	// (12 buckets + 3), 2 failure classes seen; the observer's reconcile
+	// histogram (4 reasons x 18), writes and errors (4 + 4), reloads (2),
+	// and the two last-reload gauges.
+	fixed := 12 + 15 + 2 + 4*18 + 8 + 2 + 2
+	if series != perObject+fixed {
+		t.Fatalf("%d series, want %d + %d", series, perObject, fixed)
+	}
+	t.Logf("1,000 x 10: %d series (%d per object, %d fixed), plus Go runtime and process metrics", series, perObject, fixed)
+}
+
+// bigRegistry is a registry with the agent's metrics for an agent running
+// 1,000 x 10 with TCP checks on the fake kernel.
+func bigRegistry(t testing.TB) (*prometheus.Registry, func()) {
+	const nvs, nrs = 1000, 10
 	dir := t.TempDir()
 	var b strings.Builder
 	fmt.Fprintf(&b, "[agent]\nstate_file = %q\n[defaults.check]\ntype = \"tcp\"\ninterval = \"1s\"\n", filepath.Join(dir, "state.json"))
@@ -57,35 +89,11 @@ func TestSeriesAt1000x10(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx, nil) }()
-	defer func() { cancel(); <-done }()
 	for a.View() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	ks, _ := fake.ReadStats(nil)
 	stats := health.Stats{Probes: []health.TypeStats{{Type: "tcp", Count: 1, Buckets: make([]uint64, 13), Failures: []uint64{1, 1, 0, 0, 0, 0, 0, 0}}}}
-	reg.MustRegister(NewCollector("test", func() Snapshot { return Snapshot{View: a.View(), Stats: stats, Kernel: ks} }))
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	series := 0
-	for _, f := range fams {
-		for _, m := range f.Metric {
-			if h := m.Histogram; h != nil {
-				series += len(h.Bucket) + 3 // buckets, +Inf, _sum, _count
-				continue
-			}
-			series++
-		}
-	}
-	perObject := 8*nvs + 8*nvs*nrs
-	// Fixed: 12 agent-wide gauges and counters, the tcp duration histogram
-	// (12 buckets + 3), 2 failure classes seen; the observer's reconcile
-	// histogram (4 reasons x 18), writes and errors (4 + 4), reloads (2),
-	// and the two last-reload gauges.
-	fixed := 12 + 15 + 2 + 4*18 + 8 + 2 + 2
-	if series != perObject+fixed {
-		t.Fatalf("%d series, want %d + %d", series, perObject, fixed)
-	}
-	t.Logf("1,000 x 10: %d series (%d per object, %d fixed), plus Go runtime and process metrics", series, perObject, fixed)
+	reg.MustRegister(NewCollector("test", func() Snapshot { return Snapshot{View: a.View(), Stats: stats, Kernel: ks, RealServers: true} }))
+	return reg, func() { cancel(); <-done }
 }
