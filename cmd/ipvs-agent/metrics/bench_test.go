@@ -11,7 +11,8 @@ import (
 // BenchmarkScrape1000x10 is one scrape's CPU at 1,000 x 10 (fake kernel,
 // already read): collect, gather, encode as text.
 func BenchmarkScrape1000x10(b *testing.B) {
-	reg, _ := bigRegistry(b)
+	reg, stop := bigRegistry(b, true)
+	defer stop()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		fams, err := reg.Gather()

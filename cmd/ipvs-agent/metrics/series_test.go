@@ -29,7 +29,26 @@ func (noChecks) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() 
 // plus a fixed set. Go runtime and process metrics are not counted.
 func TestSeriesAt1000x10(t *testing.T) {
 	const nvs, nrs = 1000, 10
-	reg, stop := bigRegistry(t)
+	for _, perRS := range []bool{true, false} {
+		series := countSeries(t, perRS)
+		perObject := 8 * nvs
+		if perRS {
+			perObject += 8 * nvs * nrs
+		}
+		// Fixed: 12 agent-wide gauges and counters, the tcp duration
+		// histogram (12 buckets + 3), 2 failure classes seen; the
+		// observer's reconcile histogram (4 reasons x 18), writes and
+		// errors (4 + 4), reloads (2), and the two last-reload gauges.
+		fixed := 12 + 15 + 2 + 4*18 + 8 + 2 + 2
+		if series != perObject+fixed {
+			t.Fatalf("metrics_real_servers = %v: %d series, want %d + %d", perRS, series, perObject, fixed)
+		}
+		t.Logf("1,000 x 10, metrics_real_servers = %v: %d series (%d per object, %d fixed), plus Go runtime and process metrics", perRS, series, perObject, fixed)
+	}
+}
+
+func countSeries(t *testing.T, perRS bool) int {
+	reg, stop := bigRegistry(t, perRS)
 	defer stop()
 	fams, err := reg.Gather()
 	if err != nil {
@@ -45,21 +64,12 @@ func TestSeriesAt1000x10(t *testing.T) {
 			series++
 		}
 	}
-	perObject := 8*nvs + 8*nvs*nrs
-	// Fixed: 12 agent-wide gauges and counters, the tcp duration histogram
-	// (12 buckets + 3), 2 failure classes seen; the observer's reconcile
-	// histogram (4 reasons x 18), writes and errors (4 + 4), reloads (2),
-	// and the two last-reload gauges.
-	fixed := 12 + 15 + 2 + 4*18 + 8 + 2 + 2
-	if series != perObject+fixed {
-		t.Fatalf("%d series, want %d + %d", series, perObject, fixed)
-	}
-	t.Logf("1,000 x 10: %d series (%d per object, %d fixed), plus Go runtime and process metrics", series, perObject, fixed)
+	return series
 }
 
 // bigRegistry is a registry with the agent's metrics for an agent running
 // 1,000 x 10 with TCP checks on the fake kernel.
-func bigRegistry(t testing.TB) (*prometheus.Registry, func()) {
+func bigRegistry(t testing.TB, perRS bool) (*prometheus.Registry, func()) {
 	const nvs, nrs = 1000, 10
 	dir := t.TempDir()
 	var b strings.Builder
@@ -94,6 +104,6 @@ func bigRegistry(t testing.TB) (*prometheus.Registry, func()) {
 	}
 	ks, _ := fake.ReadStats(nil)
 	stats := health.Stats{Probes: []health.TypeStats{{Type: "tcp", Count: 1, Buckets: make([]uint64, 13), Failures: []uint64{1, 1, 0, 0, 0, 0, 0, 0}}}}
-	reg.MustRegister(NewCollector("test", func() Snapshot { return Snapshot{View: a.View(), Stats: stats, Kernel: ks, RealServers: true} }))
+	reg.MustRegister(NewCollector("test", func() Snapshot { return Snapshot{View: a.View(), Stats: stats, Kernel: ks, RealServers: perRS} }))
 	return reg, func() { cancel(); <-done }
 }
