@@ -41,7 +41,8 @@ type Config struct {
 	StatusSocket  string
 	StatusGroup   string
 	MetricsListen string
-	// MetricsRealServers exports the per-real-server series (default true).
+	// MetricsRealServers exports the per-real-server series (default
+	// false: 8 series per real server cost real CPU per scrape at scale).
 	MetricsRealServers bool
 	VirtualServers     []VirtualServer
 }

@@ -18,7 +18,7 @@ func (v *validator) controlKeys(raw *rawFile, cfg *Config) {
 		cfg.StatusSocket = *s
 	}
 	cfg.StatusGroup = raw.Agent.StatusGroup
-	cfg.MetricsRealServers = raw.Agent.MetricsRS == nil || *raw.Agent.MetricsRS
+	cfg.MetricsRealServers = raw.Agent.MetricsRS != nil && *raw.Agent.MetricsRS
 	if m := raw.Agent.MetricsListen; m != "" {
 		host, port, err := net.SplitHostPort(m)
 		if err != nil {

@@ -10,14 +10,14 @@ func TestControlKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.StatusSocket != DefaultStatusSocket || cfg.StatusGroup != "" || cfg.MetricsListen != "" {
+	if cfg.StatusSocket != DefaultStatusSocket || cfg.StatusGroup != "" || cfg.MetricsListen != "" || cfg.MetricsRealServers {
 		t.Fatalf("defaults: %q %q %q", cfg.StatusSocket, cfg.StatusGroup, cfg.MetricsListen)
 	}
-	cfg, err = Parse("f.toml", "[agent]\nstatus_socket = \"\"\nstatus_group = \"adm\"\nmetrics_listen = \"[::1]:9587\"\n")
+	cfg, err = Parse("f.toml", "[agent]\nstatus_socket = \"\"\nstatus_group = \"adm\"\nmetrics_listen = \"[::1]:9587\"\nmetrics_real_servers = true\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.StatusSocket != "" || cfg.StatusGroup != "adm" || cfg.MetricsListen != "[::1]:9587" {
+	if cfg.StatusSocket != "" || cfg.StatusGroup != "adm" || cfg.MetricsListen != "[::1]:9587" || !cfg.MetricsRealServers {
 		t.Fatalf("set: %q %q %q", cfg.StatusSocket, cfg.StatusGroup, cfg.MetricsListen)
 	}
 	for src, want := range map[string]string{

@@ -68,12 +68,20 @@ func (s *snapshotSource) yield(deadline time.Time) {
 
 // readKernel reads the kernel's table with counters: every service, and
 // the real servers of the configured and owned ones.
-func (s *snapshotSource) readKernel(v *agent.View) ([]kernel.ServiceStats, error) {
+// With name set, only that virtual server's real servers are read: a VRRP
+// track script asks `status -quorum NAME` every few seconds.
+func (s *snapshotSource) readKernel(v *agent.View, name string) ([]kernel.ServiceStats, error) {
 	if s.kern == nil {
 		return nil, errors.New("no IPVS netlink socket for the status reader")
 	}
 	only := map[model.ServiceKey]bool{}
-	if v != nil {
+	if v != nil && v.Config != nil && name != "" {
+		for _, vs := range v.Config.VirtualServers {
+			if vs.Name == name {
+				only[vs.Service.Key] = true
+			}
+		}
+	} else if v != nil {
 		for k := range v.Owned {
 			only[k] = true
 		}
@@ -90,7 +98,7 @@ func (s *snapshotSource) readKernel(v *agent.View) ([]kernel.ServiceStats, error
 
 // input is one snapshot for the report; live adds the scheduler's current
 // statuses (a walk under its lock, so only status asks for it).
-func (s *snapshotSource) input(live bool) report.Input {
+func (s *snapshotSource) input(live bool, name string) report.Input {
 	s.yield(time.Now().Add(yieldMax))
 	v := s.agent.View()
 	st := s.sched.Stats()
@@ -100,7 +108,7 @@ func (s *snapshotSource) input(live bool) report.Input {
 	if live {
 		in.Live = s.sched.Statuses()
 	}
-	in.Kernel, in.KernelErr = s.readKernel(v)
+	in.Kernel, in.KernelErr = s.readKernel(v, name)
 	return in
 }
 
@@ -130,7 +138,7 @@ func (s *snapshotSource) metricsSnapshot() metrics.Snapshot {
 	v := s.agent.View()
 	ms := metrics.Snapshot{View: v, Stats: s.sched.Stats(), Yield: func() { s.yield(deadline) },
 		RealServers: s.realServers}
-	ms.Kernel, ms.KernelErr = s.readKernel(v)
+	ms.Kernel, ms.KernelErr = s.readKernel(v, "")
 	return ms
 }
 
@@ -158,7 +166,7 @@ func (m *metricsEdge) observer() agent.Observer {
 
 // status serves GET /v1/status.
 func (s *snapshotSource) status(_ context.Context, name string) (any, error) {
-	doc, ok := report.Build(s.input(true), name)
+	doc, ok := report.Build(s.input(true, name), name)
 	if !ok {
 		return nil, control.ErrNotFound
 	}

@@ -34,6 +34,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.MetricsListen = "127.0.0.1:0"
+	cfg.MetricsRealServers = true
 	fake := kernel.NewFake()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var a *agent.Agent

@@ -95,7 +95,7 @@ func TestStatusMetricsDiff(t *testing.T) {
 	s := newSetup(t)
 	sock := filepath.Join(s.dir, "ctl.sock")
 	const metricsAddr = "127.0.0.1:9587"
-	s.extra = fmt.Sprintf("status_socket = %q\nmetrics_listen = %q", sock, metricsAddr)
+	s.extra = fmt.Sprintf("status_socket = %q\nmetrics_listen = %q\nmetrics_real_servers = true", sock, metricsAddr)
 	const interval = time.Second
 	vs := func(quorum int, weights [3]int, extra string) string {
 		out := fmt.Sprintf(`
@@ -327,6 +327,9 @@ func BenchmarkReloadUnderScrape1000x10(b *testing.B) {
 	b.Logf("one scrape, idle: %v, %d bytes", d.Round(time.Millisecond), size)
 	d, size = get(hc, "http://agent/v1/status")
 	b.Logf("one status call, idle: %v, %d bytes", d.Round(time.Millisecond), size)
+	d, size = get(hc, "http://agent/v1/status?name=vs500")
+	b.Logf("one status call for one virtual server, idle: %v, %d bytes", d.Round(time.Millisecond), size)
+	time.Sleep(5 * time.Second) // let the agent's GC settle before timing reloads
 
 	var quiet, loaded, quietWall, loadedWall, scrapeD, statusD phase
 	flip := 0 // variants[flip%2] is applied

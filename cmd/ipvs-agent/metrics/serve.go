@@ -37,9 +37,10 @@ func Listen(addr string) (net.Listener, error) {
 func Serve(ctx context.Context, l net.Listener, reg *prometheus.Registry, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// No Timeout: a timed-out handler leaves its gather running, so
+		// it would only add work; Prometheus gives up on its side.
 		MaxRequestsInFlight: 1,
-		Timeout:             30 * time.Second,
 	}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ipvs-agent: metrics at /metrics")
