@@ -164,9 +164,18 @@ func (m *metricsEdge) observer() agent.Observer {
 	return m.obs
 }
 
-// status serves GET /v1/status.
-func (s *snapshotSource) status(_ context.Context, name string) (any, error) {
-	doc, ok := report.Build(s.input(true, name), name)
+// status serves GET /v1/status. light answers from the View alone, without
+// waiting for a reload: a VRRP track script must get its answer in time.
+func (s *snapshotSource) status(_ context.Context, name string, light bool) (any, error) {
+	var in report.Input
+	if light {
+		st := s.sched.Stats()
+		in = report.Input{Now: time.Now(), Version: version, PID: os.Getpid(), Started: s.started, View: s.agent.View(),
+			LastReload: s.agent.LastReload(), Stats: &st}
+	} else {
+		in = s.input(true, name)
+	}
+	doc, ok := report.Build(in, name)
 	if !ok {
 		return nil, control.ErrNotFound
 	}

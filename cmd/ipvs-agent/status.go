@@ -23,7 +23,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	f := newClientFlags("status", stderr)
 	asJSON := f.fs.Bool("json", false, "print the JSON document (schema: docs/status.md)")
 	quorum := f.fs.Bool("quorum", false, "with NAME: print nothing, exit 0 if NAME has quorum (for a VRRP track script)")
-	timeout := f.fs.Duration("timeout", 10*time.Second, "give up after this long")
+	timeout := f.fs.Duration("timeout", 60*time.Second, "give up after this long (a status waits for a running reload, at most 20 s)")
 	// Flags may come before or after NAME.
 	var name string
 	for {
@@ -56,7 +56,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if k.StatusSocket == "" {
 		err = fmt.Errorf("%w (status_socket is off in %s)", control.ErrNotRunning, *f.cfgPath)
 	} else {
-		raw, err = control.NewClient(k.StatusSocket).Status(ctx, name)
+		raw, err = control.NewClient(k.StatusSocket).Status(ctx, name, *quorum)
 	}
 	switch {
 	case errors.Is(err, control.ErrNotFound):

@@ -105,11 +105,20 @@ func (c *Client) Reload(ctx context.Context) (ReloadReply, error) {
 	return r, nil
 }
 
-// Status fetches the status document (raw JSON); name "" for all.
-func (c *Client) Status(ctx context.Context, name string) ([]byte, error) {
-	p := "/v1/status"
+// Status fetches the status document (raw JSON); name "" for all. With
+// light, the agent answers from its snapshot alone, at once (no kernel
+// read, no last-probe walk, no waiting for a reload): for -quorum.
+func (c *Client) Status(ctx context.Context, name string, light bool) ([]byte, error) {
+	q := url.Values{}
 	if name != "" {
-		p += "?name=" + url.QueryEscape(name)
+		q.Set("name", name)
+	}
+	if light {
+		q.Set("light", "1")
+	}
+	p := "/v1/status"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
 	}
 	code, b, err := c.do(ctx, http.MethodGet, p)
 	if err != nil {

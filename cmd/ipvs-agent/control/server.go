@@ -4,7 +4,8 @@
 // that read the agent's snapshot or ask its loop to reload, and nothing here
 // holds a lock the reconcile loop or the checks take.
 //
-//	GET  /v1/status[?name=VS]  the status document (see docs/status.md)
+//	GET  /v1/status[?name=VS]  the status document (see docs/status.md);
+//	                           &light=1: the agent's snapshot only, no kernel read
 //	POST /v1/reload            reload the file, reply after its reconcile:
 //	                           200 {"ok":true,"writes":N,"errors":N,...}
 //	                           422 {"ok":false,"problems":["file:line:col: ..."]}
@@ -54,8 +55,9 @@ type Server struct {
 	// Config is the path of the file the agent reloads.
 	Config string
 	// Status builds the status document; name "" for every virtual
-	// server, else one (ErrNotFound when unknown).
-	Status func(ctx context.Context, name string) (any, error)
+	// server, else one (ErrNotFound when unknown). light: from the agent's
+	// snapshot only, at once (no kernel read).
+	Status func(ctx context.Context, name string, light bool) (any, error)
 	// Diff plans a reload to the file in the request without applying it.
 	Diff func(ctx context.Context, req DiffRequest) DiffReply
 }
@@ -89,7 +91,7 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	doc, err := s.Status(r.Context(), r.URL.Query().Get("name"))
+	doc, err := s.Status(r.Context(), r.URL.Query().Get("name"), r.URL.Query().Get("light") == "1")
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
