@@ -57,6 +57,8 @@ type Options struct {
 	Load func(path string) (*config.Config, error)
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Observer, optional, hears of every reconcile and reload (metrics).
+	Observer Observer
 }
 
 // Agent is the running daemon. Its state is owned by the goroutine running
@@ -100,6 +102,12 @@ type Agent struct {
 	healthC   chan struct{}
 
 	view atomic.Pointer[View]
+
+	observer   Observer
+	reloadReq  chan reloadRequest // Reload's requests into Run's loop (control.go)
+	diffReq    chan diffRequest   // Diff's (diff.go)
+	lastReload atomic.Pointer[ReloadResult]
+	reloading  atomic.Bool
 }
 
 // View is a read-only snapshot of the agent's state after a reconcile: the
@@ -120,13 +128,18 @@ type View struct {
 	// or "": until it can, no new virtual server is created (changes to
 	// owned ones, health included, still apply).
 	StateFileError string
+	// Config is the configuration in force (never modified once loaded);
+	// Owned the services the state file lists. For status and metrics.
+	Config *config.Config
+	Owned  map[model.ServiceKey]bool
 }
 
 // ReconcileResult summarises one reconcile.
 type ReconcileResult struct {
-	Reason string
-	Writes int
-	Errors int
+	Reason   string
+	Writes   int
+	Errors   int
+	Duration time.Duration
 }
 
 // New makes an agent for a validated configuration.
@@ -151,6 +164,9 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
 		stop:      context.Background(),
+		observer:  opts.Observer,
+		reloadReq: make(chan reloadRequest),
+		diffReq:   make(chan diffRequest),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -240,6 +256,11 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 		case <-reload:
 			a.reload()
 			resync.Reset(a.cfg.ResyncInterval)
+		case req := <-a.reloadReq:
+			req.reply <- a.reload()
+			resync.Reset(a.cfg.ResyncInterval)
+		case req := <-a.diffReq:
+			req.reply <- a.diff(req.cfg)
 		case <-resync.C:
 			if err := a.reconcile("resync", true); err != nil {
 				a.log.Error("resync failed", "err", err)
@@ -335,19 +356,24 @@ func (a *Agent) checks() []health.Check {
 
 // reload re-reads the configuration file. A file with any problem changes
 // nothing: the old configuration keeps running and every problem is logged.
-func (a *Agent) reload() {
+// The result is also kept for status (LastReload).
+func (a *Agent) reload() (res ReloadResult) {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
 	defer a.notifyf("READY=1")
+	defer a.noteReload(a.now(), &res)
+	a.reloading.Store(true)
+	defer a.reloading.Store(false)
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.
 	if src, err := config.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
 		a.log.Info("config unchanged", "config", a.cfg.Path)
-		if err := a.reconcile("reload", true); err != nil {
+		err := a.reconcile("reload", true)
+		if err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)
 		}
 		a.notifyStatus()
-		return
+		return a.reloaded(true, err)
 	}
 	cfg, err := a.load(a.cfg.Path)
 	if err != nil {
@@ -358,7 +384,7 @@ func (a *Agent) reload() {
 			}
 		}
 		a.log.Error("reload failed", "err", err, "config", a.cfg.Path, "problems", len(ps))
-		return
+		return reloadFailed(err, ps)
 	}
 	if cfg.StateFile != a.cfg.StateFile {
 		// Moving the ownership record while running would forget what is
@@ -370,82 +396,26 @@ func (a *Agent) reload() {
 	a.cfg = cfg
 	a.conflicts = map[model.ServiceKey]bool{}
 	a.health.Set(a.setChecks())
-	if err := a.reconcile("reload", true); err != nil {
+	err = a.reconcile("reload", true)
+	if err != nil {
 		a.log.Error("reconcile after reload failed", "err", err)
 	}
 	a.notifyStatus()
+	return a.reloaded(false, err)
 }
 
-// startDrains notes the real servers that left the configuration while
-// their virtual server stayed: they are drained rather than cut off.
+// startDrains notes the real servers (and the sorry server) that left the
+// configuration while their virtual server stayed: they are drained rather
+// than cut off.
 func (a *Agent) startDrains(old, cur *config.Config) {
-	now := a.now()
-	stay := make(map[model.ServiceKey]map[model.DestKey]bool, len(cur.VirtualServers))
-	for _, vs := range cur.VirtualServers {
-		m := make(map[model.DestKey]bool, len(vs.RealServers)+1)
-		for _, rs := range vs.RealServers {
-			m[rs.Dest.Key] = true
-		}
-		if vs.SorryServer != nil {
-			m[vs.SorryServer.Key] = true
-		}
-		stay[vs.Service.Key] = m
-	}
-	for _, vs := range old.VirtualServers {
-		kept := stay[vs.Service.Key]
-		if kept == nil {
-			continue
-		}
-		leaving := make([]model.DestKey, 0, len(vs.RealServers)+1)
-		for _, rs := range vs.RealServers {
-			leaving = append(leaving, rs.Dest.Key)
-		}
-		if vs.SorryServer != nil {
-			// A sorry server dropped or replaced by the reload may
-			// carry the connections it took while the pool was down.
-			leaving = append(leaving, vs.SorryServer.Key)
-		}
-		for _, dk := range leaving {
-			ref := plan.DestRef{Service: vs.Service.Key, Dest: dk}
-			if kept[dk] || a.observed[ref.Service] == nil {
-				continue
-			}
-			if d, ok := a.observed[ref.Service].Dests[ref.Dest]; ok {
-				if _, already := a.drains[ref]; !already {
-					a.drains[ref] = draining{dest: d, since: now}
-				}
-			}
-		}
-	}
+	addDrains(a.drains, old, cur, a.observed, a.now())
 }
 
 // pruneDrains ends the drains whose real server has no active connection
 // left, has gone, or has drained for longer than its drain timeout.
 func (a *Agent) pruneDrains() {
-	timeouts := make(map[model.ServiceKey]time.Duration, len(a.cfg.VirtualServers))
-	for _, vs := range a.cfg.VirtualServers {
-		timeouts[vs.Service.Key] = vs.DrainTimeout
-	}
-	now := a.now()
-	for ref, dr := range a.drains {
-		if _, ok := a.unread[ref.Service]; ok {
-			continue // not read: nothing known about its connections
-		}
-		v := a.observed[ref.Service]
-		var d model.Destination
-		ok := v != nil
-		if ok {
-			d, ok = v.Dests[ref.Dest]
-		}
-		switch {
-		case !ok:
-			delete(a.drains, ref)
-		case d.ActiveConns == 0:
-			delete(a.drains, ref)
-		case now.Sub(dr.since) >= timeouts[ref.Service]:
-			a.log.Info("drain timeout: removing real server with connections left", "service", ref.Service.String(), "real_server", ref.Dest.String(), "active", d.ActiveConns)
-			delete(a.drains, ref)
-		}
+	for ref, active := range pruneDrains(a.drains, a.cfg, a.observed, a.unread, a.now()) {
+		a.log.Info("drain timeout: removing real server with connections left", "service", ref.Service.String(), "real_server", ref.Dest.String(), "active", active)
 	}
 }
 
@@ -456,13 +426,19 @@ func (a *Agent) pruneDrains() {
 // A service whose destinations cannot be read is returned in unread (its
 // Dests nil) rather than failing the whole read: the others still get
 // repaired.
-func (a *Agent) observe() (t model.Table, unread map[model.ServiceKey]error, err error) {
+func (a *Agent) observe() (model.Table, map[model.ServiceKey]error, error) {
+	return a.observeFor(a.cfg)
+}
+
+// observeFor is observe for a configuration that may not be the running one
+// (diff.go).
+func (a *Agent) observeFor(cfg *config.Config) (t model.Table, unread map[model.ServiceKey]error, err error) {
 	svcs, err := a.kernels[0].Services()
 	if err != nil {
 		return nil, nil, err
 	}
 	adopt := map[model.ServiceKey]bool{}
-	for _, vs := range a.cfg.VirtualServers {
+	for _, vs := range cfg.VirtualServers {
 		if vs.Adopt {
 			adopt[vs.Service.Key] = true
 		}
@@ -610,7 +586,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	}
 	a.owned = final
 
-	r := ReconcileResult{Reason: reason, Writes: len(res.Ops) - len(skipped), Errors: len(failed)}
+	r := ReconcileResult{Reason: reason, Writes: len(res.Ops) - len(skipped), Errors: len(failed), Duration: a.now().Sub(start)}
 	if full {
 		r.Errors += len(a.unread)
 	}
@@ -644,10 +620,17 @@ func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResu
 	for k, v := range a.statuses {
 		st[k] = v
 	}
+	owned := make(map[model.ServiceKey]bool, len(a.owned))
+	for k := range a.owned {
+		owned[k] = true
+	}
 	a.view.Store(&View{
 		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost, Why: d.why,
-		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r, StateFileError: a.stateErr,
+		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r, StateFileError: a.stateErr, Config: a.cfg, Owned: owned,
 	})
+	if a.observer != nil {
+		a.observer.Reconciled(r)
+	}
 }
 
 // without returns t less the keys in drop (t itself when none is in it).

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"time"
-
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/agent/plan"
@@ -31,14 +29,6 @@ type desired struct {
 	// why says, per real server whose kernel weight differs from its
 	// configured one (or that is left out), the reason.
 	why map[plan.DestRef]string
-}
-
-// draining is a real server that left the configuration while its virtual
-// server stayed: it keeps weight 0 until its connections end or its drain
-// timeout passes, then it is deleted.
-type draining struct {
-	dest  model.Destination
-	since time.Time
 }
 
 // inputs are what the desired state is built from.

@@ -103,6 +103,21 @@ type Status struct {
 	// a verdict of a check that a reload has since changed can arrive
 	// after the reload, and must not be taken for the new check's.
 	Gen uint64
+
+	// The last probe, for status: when it ended, how long it took, whether
+	// it passed and what it said; EffectiveInterval is the time between the
+	// last two results (longer than the configured interval when the
+	// scheduler falls behind). Zero before the first result. Filled by
+	// Scheduler.Statuses (and OnChange); not part of change detection.
+	// RampFactor is slow start's share of Factor (1 when not ramping);
+	// the rest of Factor is what an agent check reported.
+	RampFactor float64
+
+	LastCheck         time.Time
+	LastLatency       time.Duration
+	LastOK            bool
+	LastReason        string
+	EffectiveInterval time.Duration
 }
 
 // Check is one health check subscription chosen by the agent.

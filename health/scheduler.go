@@ -83,6 +83,8 @@ type Stats struct {
 	Subscribers int // check IDs
 	// NotifyDropped counts notify commands not run because the queue was full.
 	NotifyDropped uint64
+	// Probes are probe durations and failures per check type (probestats.go).
+	Probes []TypeStats
 }
 
 // Scheduler runs a set of checks and reports their verdicts.
@@ -113,6 +115,7 @@ type Scheduler struct {
 	checks, late, saturated, notifyDropped atomic.Uint64
 	maxLag                                 atomic.Int64
 	inFlight                               atomic.Int64
+	probes                                 probeStats
 }
 
 // sub is one subscriber of a runner, held by value: there are as many as
@@ -398,6 +401,7 @@ func (s *Scheduler) Stats() Stats {
 		Runners:       runners,
 		Subscribers:   subs,
 		NotifyDropped: s.notifyDropped.Load(),
+		Probes:        s.probes.snapshot(),
 	}
 }
 
@@ -503,6 +507,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // input nobody foresaw) is that check failing, logged with its stack; it
 // must neither kill the daemon nor leave the check unscheduled.
 func (s *Scheduler) runProbe(ctx context.Context, r *runner) (res result) {
+	start := s.clock.Now()
+	defer func() { // after the recover below
+		res.latency = s.clock.Now().Sub(start)
+		s.probes.note(r.se.spec.Type, res)
+	}()
 	if r.se.err != nil {
 		return failed("configuration: " + r.se.err.Error())
 	}

@@ -44,7 +44,16 @@ type Config struct {
 	// KernelUnmanaged are the settings listed in [agent.kernel] unmanaged:
 	// never written, not even to restore them.
 	KernelUnmanaged map[settings.Name]bool
-	VirtualServers  []VirtualServer
+	// StatusSocket is the control socket's path ("" = none), StatusGroup
+	// the group allowed to use it ("" = root's), MetricsListen the
+	// Prometheus endpoint's address ("" = off). Read at start.
+	StatusSocket  string
+	StatusGroup   string
+	MetricsListen string
+	// MetricsRealServers exports the per-real-server series (default
+	// false: 8 series per real server cost real CPU per scrape at scale).
+	MetricsRealServers bool
+	VirtualServers     []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -83,6 +92,7 @@ const (
 	DefaultResyncInterval = 10 * time.Second
 	DefaultScheduler      = "wlc"
 	DefaultDrainTimeout   = 5 * time.Minute
+	DefaultStatusSocket   = "/run/ipvs-agent/status.sock"
 )
 
 // Schedulers the kernel ships (net/netfilter/ipvs/ip_vs_*.c).
@@ -112,6 +122,10 @@ type rawFile struct {
 		CleanupOnExit  bool      `toml:"cleanup_on_exit"`
 		MaxInFlight    *int64    `toml:"max_checks_in_flight"`
 		Kernel         rawKernel `toml:"kernel"`
+		StatusSocket   *string   `toml:"status_socket"`
+		StatusGroup    string    `toml:"status_group"`
+		MetricsListen  string    `toml:"metrics_listen"`
+		MetricsRS      *bool     `toml:"metrics_real_servers"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -343,6 +357,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			cfg.MaxChecksInFlight = int(*m)
 		}
 	}
+
+	v.controlKeys(raw, cfg)
 
 	// Values are the paths of first occurrences, turned into lines only
 	// when a duplicate is reported.

@@ -19,6 +19,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
 	"github.com/ipvs-agent/ipvs-agent/agent/settings"
+	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -34,6 +35,13 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   ipvs-agent check [-c FILE]    validate the configuration (exit 1 with every problem)
   ipvs-agent run   [-c FILE] [-log-format text|json] [-log-level debug|info|warn|error] [-handles N]
+  ipvs-agent reload [-c FILE] [-socket PATH]   reload the running agent, wait until applied
+                                (exit 1 with every problem when the file is bad, 2 when not running)
+  ipvs-agent status [NAME] [-json] [-quorum] [-c FILE] [-socket PATH]
+                                what the agent believes and the kernel does (exit 2 when not running;
+                                -quorum NAME: exit 0 when NAME has quorum, for a VRRP track script)
+  ipvs-agent diff [-c FILE]     the kernel writes a reload to FILE would make, applied nowhere
+                                (exit 0 none, 1 some, 2 bad file or agent/kernel unreadable)
   ipvs-agent version
 The default FILE is %s.
 `, defaultConfig)
@@ -45,6 +53,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "reload":
+		return runReload(args, stdout, stderr)
+	case "status":
+		return runStatus(args, stdout, stderr)
+	case "diff":
+		return runDiff(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", defaultConfig, "configuration file")
@@ -124,12 +140,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer p.Close()
 		sysctls = p
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Settings: sysctls, Notifier: agent.Systemd{}})
+	// The scheduler is made here rather than by agent.New so the edges
+	// can read its counters; its verdicts go to the agent.
+	var a *agent.Agent
+	sched := health.NewScheduler(health.Options{Logger: log, MaxInFlight: cfg.MaxChecksInFlight,
+		OnChange: func(st health.Status) { a.OnHealth(st) }})
+	m := newMetrics(cfg)
+	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Settings: sysctls, Notifier: agent.Systemd{}, Health: sched, Observer: m.observer()})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
 
+	// The edges (control socket, metrics) stop before Run's deferred
+	// cleanup finishes: their context ends with the signal's or at return.
+	ectx, estop := context.WithCancel(ctx)
+	stats, closeStats := openStatsReader(ectx, log)
+	defer closeStats()
+	edges, err := startEdges(ectx, log, cfg, a, sched, stats, m)
+	if err != nil {
+		estop()
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	defer edges.wait()
+	defer estop() // stop the edges before waiting for them
 	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
