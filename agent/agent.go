@@ -119,8 +119,9 @@ type View struct {
 	Healthy    map[string]int  // virtual server name -> healthy real servers
 	QuorumLost map[string]bool // virtual servers below their quorum
 	// Why says, per real server whose kernel weight is not its configured
-	// one (or that is left out of the kernel), the reason.
-	Why           map[plan.DestRef]string
+	// one (or that is left out of the kernel), and for the sorry server and
+	// draining real servers, the reasons (the weight policy's own words).
+	Why           map[plan.DestRef][]string
 	Conflicts     []model.ServiceKey
 	LastReconcile time.Time
 	LastResult    ReconcileResult

@@ -27,8 +27,9 @@ type desired struct {
 	quorum  map[string]bool
 	healthy map[string]int
 	// why says, per real server whose kernel weight differs from its
-	// configured one (or that is left out), the reason.
-	why map[plan.DestRef]string
+	// configured one (or that is left out), and for the sorry server and
+	// draining real servers, the reasons.
+	why map[plan.DestRef][]string
 }
 
 // inputs are what the desired state is built from.
@@ -64,7 +65,7 @@ func buildDesired(in inputs) desired {
 		quorumLost: map[string]bool{},
 		quorum:     make(map[string]bool, len(cfg.VirtualServers)),
 		healthy:    make(map[string]int, len(cfg.VirtualServers)),
-		why:        map[plan.DestRef]string{},
+		why:        map[plan.DestRef][]string{},
 	}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
@@ -101,7 +102,7 @@ func buildDesired(in inputs) desired {
 			case dec.pending:
 				pending++
 			}
-			if dec.why != "" {
+			if len(dec.why) > 0 {
 				d.why[ref] = dec.why
 			}
 			if !dec.present {
@@ -145,11 +146,11 @@ func buildDesired(in inputs) desired {
 					if dest.Weight != 0 && !d.keepWeight[rref] {
 						dest.Weight = 0
 						v.Dests[dk] = dest
-						d.why[rref] = "below quorum: the sorry server takes new connections"
+						d.why[rref] = append(d.why[rref], "below quorum: the sorry server takes new connections")
 					}
 				}
 				v.Dests[s.Key] = *s
-				d.why[ref] = "sorry server: below quorum"
+				d.why[ref] = []string{"sorry server: below quorum"}
 			case sorryInKernel && (!in.fresh || sorryThere.ActiveConns > 0):
 				// Quorum is back: no new connections, but the ones it
 				// took while the pool was down finish (with
@@ -159,7 +160,7 @@ func buildDesired(in inputs) desired {
 				z := *s
 				z.Weight = 0
 				v.Dests[s.Key] = z
-				d.why[ref] = "sorry server draining: quorum is back"
+				d.why[ref] = []string{"sorry server draining: quorum is back"}
 			}
 		}
 	}
@@ -174,7 +175,7 @@ func buildDesired(in inputs) desired {
 		dest := dr.dest
 		dest.Weight = 0
 		v.Dests[ref.Dest] = dest
-		d.why[ref] = "draining: removed from the configuration"
+		d.why[ref] = []string{"removed from the file: draining until its connections end or drain_timeout"}
 	}
 	return d
 }

@@ -33,9 +33,9 @@ type decision struct {
 	// It cannot take a quorum back, but it keeps one from being lost:
 	// a first start must not flap the quorum for the first interval.
 	pending bool
-	// why says why the kernel weight is not the configured one ("" when it
-	// is): for status and logs.
-	why string
+	// why says why the kernel weight is not the configured one (empty when
+	// it is), one reason per element: for status.
+	why []string
 }
 
 // decide applies the policy to one real server. known is false when its
@@ -56,68 +56,76 @@ func decide(vs *config.VirtualServer, rs *config.RealServer, st health.Status, k
 				// Added at 0 by alpha, or quiesced before a restart:
 				// either way it waits for its first verdict.
 				d.pending = true
-				d.why = "alpha: weight 0 until its first check passes"
+				d.why = []string{"alpha: weight 0 until its first check passes"}
 			default:
-				d.why = "no verdict yet: the kernel's weight is kept"
+				d.why = []string{"no verdict yet: the kernel's weight is kept"}
 			}
 			return d
 		case !vs.Alpha:
 			return decision{present: true, weight: conf, healthy: true}
 		case vs.OnFailure == "remove":
-			return decision{pending: true, why: "alpha: added when its first check passes"}
+			return decision{pending: true, why: []string{"alpha: added when its first check passes"}}
 		default:
-			return decision{present: true, pending: true, why: "alpha: weight 0 until its first check passes"}
+			return decision{present: true, pending: true, why: []string{"alpha: weight 0 until its first check passes"}}
 		}
 	}
 	switch st.State {
 	case health.Down:
 		if vs.OnFailure == "remove" {
-			return decision{why: reason("down", st.Reason)}
+			return decision{why: []string{reason("down", st.Reason) + " (removed: on_failure = remove)"}}
 		}
-		return decision{present: true, why: reason("down", st.Reason)}
+		return decision{present: true, why: []string{reason("down", st.Reason)}}
 	case health.Drain:
-		return decision{present: true, why: reason("drain", st.Reason)}
+		return decision{present: true, why: []string{reason("drain", st.Reason)}}
 	}
-	w, why := upWeight(conf, st)
+	w, why := upWeight(conf, st, rs.Check.Type)
 	return decision{present: true, weight: w, healthy: true, why: why}
-}
-
-func reason(state, r string) string {
-	if r == "" {
-		return state
-	}
-	return state + ": " + r
 }
 
 // upWeight is the kernel weight of a real server that is up, configured
 // with weight configured: a file's absolute weight replaces the configured
-// one; slow start and an agent's percentage (Factor) scale it.
-func upWeight(configured int, st health.Status) (int, string) {
-	why := ""
+// one; slow start and an agent's percentage (Factor) scale it. The reasons
+// name each source (slow start, agent, file or weight_file).
+func upWeight(configured int, st health.Status, checkType string) (int, []string) {
+	var why []string
+	src := "weight_file" // an operator override file beside any check type
+	switch checkType {
+	case "file", "agent":
+		src = checkType
+	}
 	if st.Weight >= 0 {
 		configured = st.Weight
-		why = fmt.Sprintf("reported weight %d", st.Weight)
+		why = append(why, fmt.Sprintf("%s weight %d", src, st.Weight))
 	}
 	f := min(st.Factor, 1)
 	if configured <= 0 {
 		return 0, why
 	}
 	if f <= 0 {
-		return 0, join(why, "factor 0%")
+		return 0, append(why, src+" 0%")
 	}
 	w := int(math.Round(float64(configured) * f))
 	// A tiny factor must not turn an up server into a drained one: weight 0
 	// means "no new connections" to IPVS.
 	w = max(w, 1)
-	if f < 1 {
-		why = join(why, fmt.Sprintf("factor %.0f%% (slow start or agent)", f*100))
+	ramp := st.RampFactor
+	if ramp <= 0 || ramp > 1 {
+		ramp = 1
+	}
+	if ramp < 1 {
+		why = append(why, "slow start "+pct(ramp))
+	}
+	if rest := f / ramp; rest < 0.9995 {
+		why = append(why, src+" "+pct(rest))
 	}
 	return w, why
 }
 
-func join(a, b string) string {
-	if a == "" {
-		return b
+func pct(f float64) string { return fmt.Sprintf("%g%%", math.Round(f*1000)/10) }
+
+func reason(state, r string) string {
+	if r == "" {
+		return state
 	}
-	return a + ", " + b
+	return state + ": " + r
 }

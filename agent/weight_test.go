@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -58,13 +59,13 @@ func TestDecide(t *testing.T) {
 			}
 			got := decide(tc.vs, tc.rs, tc.st, tc.known, kernel)
 			why := got.why
-			got.why = ""
-			if got != tc.want {
+			got.why = nil
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("decide = %+v, want %+v", got, tc.want)
 			}
 			// Every departure from the configured weight says why.
 			differs := !got.present || !got.keep && got.weight != tc.rs.Dest.Weight
-			if differs && why == "" {
+			if differs && len(why) == 0 {
 				t.Errorf("weight differs from configured %d (%+v) without a reason", tc.rs.Dest.Weight, got)
 			}
 		})
@@ -87,7 +88,7 @@ func TestAlphaStart(t *testing.T) {
 					t.Fatalf("%s at start: %s", rs, dump(h.fake.Snapshot()))
 				}
 			}
-			if !strings.Contains(h.agent.View().Why[plan.DestRef{Service: web, Dest: dKey("198.18.0.1:80")}], "alpha") {
+			if !strings.Contains(strings.Join(h.agent.View().Why[plan.DestRef{Service: web, Dest: dKey("198.18.0.1:80")}], ";"), "alpha") {
 				t.Errorf("why: %v", h.agent.View().Why)
 			}
 			h.agent.OnHealth(health.Status{ID: "web/198.18.0.1:80", State: health.Up, Factor: 1, Weight: -1})
@@ -113,14 +114,14 @@ func TestAlphaStart(t *testing.T) {
 func TestDecideKeepsKernelView(t *testing.T) {
 	rs := &config.RealServer{Dest: model.Destination{Weight: 10}, Check: &health.Spec{}}
 	vs := &config.VirtualServer{OnFailure: "quiesce", Alpha: true}
-	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 10}); !d.keep || !d.healthy || d.why != "" {
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 10}); !d.keep || !d.healthy || len(d.why) != 0 {
 		t.Errorf("kernel at the configured weight: %+v", d)
 	}
-	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 0}); !d.keep || d.healthy || !d.pending || !strings.Contains(d.why, "alpha") {
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 0}); !d.keep || d.healthy || !d.pending || !strings.Contains(strings.Join(d.why, ";"), "alpha") {
 		t.Errorf("kernel at 0, alpha: %+v", d)
 	}
 	vs.Alpha = false
-	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 3}); !d.keep || !d.healthy || !strings.Contains(d.why, "kept") {
+	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 3}); !d.keep || !d.healthy || !strings.Contains(strings.Join(d.why, ";"), "kept") {
 		t.Errorf("kernel at 3: %+v", d)
 	}
 	if d := decide(vs, rs, health.Status{}, false, &model.Destination{Weight: 0}); !d.keep || d.healthy || d.pending {

@@ -23,12 +23,6 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
-// noChecks is a HealthChecker that runs nothing.
-type noChecks struct{}
-
-func (noChecks) Set([]health.Check)            {}
-func (noChecks) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
-
 // slowKernel makes every write take a while, so a reply sent before the
 // reconcile finished would be caught with writes still missing.
 type slowKernel struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/plan"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
@@ -180,7 +182,7 @@ func virtualServer(in Input, vs *config.VirtualServer, kern map[model.ServiceKey
 			r.Weight.Desired = -1
 			r.Why = []string{"not applied: the virtual server is not the agent's (adopt = true takes it over)"}
 		} else {
-			r.Why = why(vs, rs, st, hasVerdict, want)
+			r.Why = slices.Clone(v.Why[plan.DestRef{Service: key, Dest: rs.Dest.Key}])
 			r.Why = append(r.Why, kernelWhy(r.Weight, kern != nil && inKernel, want)...)
 		}
 		if r.Why == nil {
@@ -199,12 +201,11 @@ func virtualServer(in Input, vs *config.VirtualServer, kern map[model.ServiceKey
 				Weight: Weight{Configured: d.Weight, Desired: d.Weight, Kernel: -1}}
 			if vs.SorryServer != nil && d.Key == vs.SorryServer.Key {
 				r.Role = "sorry"
-				r.Why = []string{"sorry server: no real server is up"}
 			} else {
 				r.Role = "draining"
 				r.Weight.Configured = 0
-				r.Why = []string{"removed from the file: draining until its connections end or drain_timeout"}
 			}
+			r.Why = slices.Clone(v.Why[plan.DestRef{Service: key, Dest: d.Key}])
 			r.Kernel = kernelDest(kern != nil, ke, d.Key, &r.Weight)
 			r.Why = append(r.Why, kernelWhy(r.Weight, kern != nil && inKernel, true)...)
 			out.RealServers = append(out.RealServers, r)
@@ -282,55 +283,6 @@ func healthOf(spec *health.Spec, st health.Status, verdict bool, live map[string
 	return h
 }
 
-// why explains the agent's weight for a configured real server.
-func why(vs *config.VirtualServer, rs *config.RealServer, st health.Status, verdict, want bool) []string {
-	var w []string
-	if rs.Dest.Weight == 0 {
-		w = append(w, "configured weight 0")
-	}
-	if rs.Check == nil {
-		return w
-	}
-	if !verdict {
-		return append(w, "no verdict yet: the kernel's weight is kept")
-	}
-	switch st.State {
-	case health.Down:
-		s := "down: " + st.Reason
-		if !want && vs.OnFailure == "remove" {
-			s += " (removed: on_failure = remove)"
-		}
-		return append(w, s)
-	case health.Drain:
-		return append(w, "drain: "+st.Reason)
-	}
-	if st.Weight >= 0 {
-		src := "weight_file"
-		if rs.Check.Type == "file" {
-			src = "file"
-		}
-		w = append(w, fmt.Sprintf("%s weight %d", src, st.Weight))
-	}
-	ramp := st.RampFactor
-	if ramp <= 0 {
-		ramp = 1
-	}
-	if ramp < 1 {
-		w = append(w, fmt.Sprintf("slow start %s", pct(ramp)))
-	}
-	if rest := st.Factor / ramp; rest < 0.9995 {
-		src := "weight_file"
-		switch rs.Check.Type {
-		case "agent":
-			src = "agent"
-		case "file":
-			src = "file"
-		}
-		w = append(w, fmt.Sprintf("%s %s", src, pct(rest)))
-	}
-	return w
-}
-
 // kernelWhy explains a kernel that differs from the agent's wish.
 func kernelWhy(w Weight, svcInKernel, want bool) []string {
 	switch {
@@ -346,9 +298,6 @@ func kernelWhy(w Weight, svcInKernel, want bool) []string {
 	return nil
 }
 
-func pct(f float64) string {
-	return fmt.Sprintf("%g%%", math.Round(f*1000)/10)
-}
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
