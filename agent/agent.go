@@ -79,6 +79,9 @@ type Agent struct {
 	healthC   chan struct{}
 
 	view atomic.Pointer[View]
+
+	lastReload   time.Time // zero until the first reload
+	reloadFailed string    // why the last reload failed, "" when it applied
 }
 
 // View is a read-only snapshot of the agent's state after a reconcile: the
@@ -211,8 +214,12 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 			}
 		case <-watchdog:
 			// Petted from the main loop on purpose: a loop stuck in the
-			// kernel stops the pets and systemd restarts the agent.
-			a.notifyf("WATCHDOG=1")
+			// kernel stops the pets and systemd restarts the agent. A
+			// health scheduler whose dispatch loop stopped turning stops
+			// them too (a dead checker would freeze every weight).
+			if a.healthAlive(a.notify.WatchdogInterval() / 2) {
+				a.notifyf("WATCHDOG=1")
+			}
 		}
 	}
 }
@@ -277,7 +284,12 @@ func (a *Agent) checks() []health.Check {
 // nothing: the old configuration keeps running and every problem is logged.
 func (a *Agent) reload() {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
-	defer a.notifyf("READY=1")
+	// READY=1 ends the reload either way (the old configuration keeps
+	// running after a failure); the STATUS= and ERRNO= sent with it say
+	// whether it applied, so a failure never reads as success.
+	defer func() { a.notifyf("READY=1\n%s", a.statusNotify()) }()
+	a.lastReload = a.now()
+	a.reloadFailed = ""
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.
@@ -285,8 +297,8 @@ func (a *Agent) reload() {
 		a.log.Info("config unchanged", "config", a.cfg.Path)
 		if err := a.reconcile("reload", true); err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)
+			a.reloadFailed = "kernel: " + err.Error()
 		}
-		a.notifyStatus()
 		return
 	}
 	cfg, err := a.load(a.cfg.Path)
@@ -298,6 +310,7 @@ func (a *Agent) reload() {
 			}
 		}
 		a.log.Error("reload failed", "err", err, "config", a.cfg.Path, "problems", len(ps))
+		a.reloadFailed = fmt.Sprintf("%d problems in %s", max(len(ps), 1), a.cfg.Path)
 		return
 	}
 	if cfg.StateFile != a.cfg.StateFile {
@@ -312,8 +325,8 @@ func (a *Agent) reload() {
 	a.health.Set(a.setChecks())
 	if err := a.reconcile("reload", true); err != nil {
 		a.log.Error("reconcile after reload failed", "err", err)
+		a.reloadFailed = "kernel: " + err.Error()
 	}
-	a.notifyStatus()
 }
 
 // startDrains notes the real servers that left the configuration while
@@ -561,6 +574,4 @@ func (a *Agent) notifyf(format string, args ...any) {
 	}
 }
 
-func (a *Agent) notifyStatus() {
-	a.notifyf("STATUS=%d virtual servers, %d owned", len(a.cfg.VirtualServers), len(a.owned))
-}
+func (a *Agent) notifyStatus() { a.notifyf("%s", a.statusNotify()) }
