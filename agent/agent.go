@@ -80,8 +80,8 @@ type Agent struct {
 
 	view atomic.Pointer[View]
 
-	lastReload   time.Time // zero until the first reload
-	reloadFailed string    // why the last reload failed, "" when it applied
+	reloadReq  chan reloadRequest // Reload's requests into Run's loop (control.go)
+	lastReload atomic.Pointer[ReloadResult]
 }
 
 // View is a read-only snapshot of the agent's state after a reconcile: the
@@ -95,13 +95,18 @@ type View struct {
 	Conflicts     []model.ServiceKey
 	LastReconcile time.Time
 	LastResult    ReconcileResult
+	// Config is the configuration in force (never modified once loaded);
+	// Owned the services the state file lists. For status and metrics.
+	Config *config.Config
+	Owned  map[model.ServiceKey]bool
 }
 
 // ReconcileResult summarises one reconcile.
 type ReconcileResult struct {
-	Reason string
-	Writes int
-	Errors int
+	Reason   string
+	Writes   int
+	Errors   int
+	Duration time.Duration
 }
 
 // New makes an agent for a validated configuration.
@@ -123,6 +128,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		quorum:    map[string]bool{},
 		pending:   map[string]health.Status{},
 		healthC:   make(chan struct{}, 1),
+		reloadReq: make(chan reloadRequest),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -203,6 +209,9 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 		case <-reload:
 			a.reload()
 			resync.Reset(a.cfg.ResyncInterval)
+		case req := <-a.reloadReq:
+			req.reply <- a.reload()
+			resync.Reset(a.cfg.ResyncInterval)
 		case <-resync.C:
 			if err := a.reconcile("resync", true); err != nil {
 				a.log.Error("resync failed", "err", err)
@@ -282,24 +291,25 @@ func (a *Agent) checks() []health.Check {
 
 // reload re-reads the configuration file. A file with any problem changes
 // nothing: the old configuration keeps running and every problem is logged.
-func (a *Agent) reload() {
+// The result is also kept for status (LastReload).
+func (a *Agent) reload() (res ReloadResult) {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
 	// READY=1 ends the reload either way (the old configuration keeps
 	// running after a failure); the STATUS= and ERRNO= sent with it say
-	// whether it applied, so a failure never reads as success.
+	// whether it applied, so a failure never reads as success. Deferred
+	// calls run last first: noteReload records the result, then this.
 	defer func() { a.notifyf("READY=1\n%s", a.statusNotify()) }()
-	a.lastReload = a.now()
-	a.reloadFailed = ""
+	defer a.noteReload(a.now(), &res)
 	// Parsing is most of a no-change reload's cost at scale (BurntSushi/toml
 	// decodes 1,000 x 10 in ~1 s in the test VM): an unchanged file is not
 	// parsed again, but the kernel is still re-read and repaired.
 	if src, err := os.ReadFile(a.cfg.Path); err == nil && sha256.Sum256(src) == a.cfg.Digest {
 		a.log.Info("config unchanged", "config", a.cfg.Path)
-		if err := a.reconcile("reload", true); err != nil {
+		err := a.reconcile("reload", true)
+		if err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)
-			a.reloadFailed = "kernel: " + err.Error()
 		}
-		return
+		return a.reloaded(true, err)
 	}
 	cfg, err := a.load(a.cfg.Path)
 	if err != nil {
@@ -310,8 +320,7 @@ func (a *Agent) reload() {
 			}
 		}
 		a.log.Error("reload failed", "err", err, "config", a.cfg.Path, "problems", len(ps))
-		a.reloadFailed = fmt.Sprintf("%d problems in %s", max(len(ps), 1), a.cfg.Path)
-		return
+		return reloadFailed(err, ps)
 	}
 	if cfg.StateFile != a.cfg.StateFile {
 		// Moving the ownership record while running would forget what is
@@ -323,10 +332,11 @@ func (a *Agent) reload() {
 	a.cfg = cfg
 	a.conflicts = map[model.ServiceKey]bool{}
 	a.health.Set(a.setChecks())
-	if err := a.reconcile("reload", true); err != nil {
+	err = a.reconcile("reload", true)
+	if err != nil {
 		a.log.Error("reconcile after reload failed", "err", err)
-		a.reloadFailed = "kernel: " + err.Error()
 	}
+	return a.reloaded(false, err)
 }
 
 // startDrains notes the real servers that left the configuration while
@@ -504,7 +514,7 @@ func (a *Agent) reconcile(reason string, full bool) error {
 	}
 	a.owned = final
 
-	r := ReconcileResult{Reason: reason, Writes: len(res.Ops), Errors: len(failed)}
+	r := ReconcileResult{Reason: reason, Writes: len(res.Ops), Errors: len(failed), Duration: a.now().Sub(start)}
 	if reason != "resync" || r.Writes > 0 || r.Errors > 0 {
 		a.log.Info("reconciled", "reason", reason, "writes", r.Writes, "errors", r.Errors,
 			"conflicts", len(res.Conflicts), "virtual_servers", len(d.table), "duration", a.now().Sub(start).Round(time.Microsecond).String())
@@ -534,9 +544,13 @@ func (a *Agent) publish(d desired, conflicts []model.ServiceKey, r ReconcileResu
 	for k, v := range a.statuses {
 		st[k] = v
 	}
+	owned := make(map[model.ServiceKey]bool, len(a.owned))
+	for k := range a.owned {
+		owned[k] = true
+	}
 	a.view.Store(&View{
 		ConfigPath: a.cfg.Path, Desired: d.table, Statuses: st, Healthy: d.healthy, QuorumLost: d.quorumLost,
-		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r,
+		Conflicts: conflicts, LastReconcile: a.now(), LastResult: r, Config: a.cfg, Owned: owned,
 	})
 }
 

@@ -43,14 +43,17 @@ func (a *Agent) statusNotify() string {
 		}
 	}
 	line := fmt.Sprintf("STATUS=%d virtual servers, %d/%d real servers up", vs, up, total)
+	r := a.LastReload()
 	switch {
-	case a.lastReload.IsZero():
+	case r == nil:
 		return line + "\nERRNO=0"
-	case a.reloadFailed != "":
-		return fmt.Sprintf("%s, last reload %s FAILED: %s (old configuration kept)\nERRNO=%d",
-			line, a.lastReload.Format(time.TimeOnly), a.reloadFailed, errnoEINVAL)
+	case !r.OK:
+		return fmt.Sprintf("%s, last reload %s FAILED: %d problems in %s (old configuration kept)\nERRNO=%d",
+			line, r.Time.Format(time.TimeOnly), len(r.Problems), a.cfg.Path, errnoEINVAL)
+	case r.Err != "":
+		return fmt.Sprintf("%s, last reload %s FAILED: kernel: %s\nERRNO=%d", line, r.Time.Format(time.TimeOnly), r.Err, errnoEINVAL)
 	default:
-		return fmt.Sprintf("%s, last reload %s ok\nERRNO=0", line, a.lastReload.Format(time.TimeOnly))
+		return fmt.Sprintf("%s, last reload %s ok\nERRNO=0", line, r.Time.Format(time.TimeOnly))
 	}
 }
 

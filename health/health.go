@@ -100,6 +100,21 @@ type Status struct {
 	Reason string
 	// Since is when State last changed.
 	Since time.Time
+
+	// The last probe, for status: when it ended, how long it took, whether
+	// it passed and what it said; EffectiveInterval is the time between the
+	// last two results (longer than the configured interval when the
+	// scheduler falls behind). Zero before the first result. Filled by
+	// Scheduler.Statuses (and OnChange); not part of change detection.
+	// RampFactor is slow start's share of Factor (1 when not ramping);
+	// the rest of Factor is what an agent check reported.
+	RampFactor float64
+
+	LastCheck         time.Time
+	LastLatency       time.Duration
+	LastOK            bool
+	LastReason        string
+	EffectiveInterval time.Duration
 }
 
 // EffectiveWeight is the kernel weight the agent should set for a real

@@ -86,6 +86,8 @@ type Stats struct {
 	// LastLoop is when the dispatch loop last turned; it wakes at least
 	// every second, so an old LastLoop means the scheduler is stuck.
 	LastLoop time.Time
+	// Probes are probe durations and failures per check type (probestats.go).
+	Probes []TypeStats
 }
 
 // Scheduler runs a set of checks and reports their verdicts.
@@ -116,6 +118,7 @@ type Scheduler struct {
 	maxLag                                 atomic.Int64
 	lastLoop                               atomic.Int64 // UnixNano, see Stats.LastLoop
 	inFlight                               atomic.Int64
+	probes                                 probeStats
 }
 
 // sub is one subscriber of a runner, held by value: there are as many as
@@ -386,6 +389,7 @@ func (s *Scheduler) Stats() Stats {
 		Subscribers:   subs,
 		NotifyDropped: s.notifyDropped.Load(),
 		LastLoop:      unixNano(s.lastLoop.Load()),
+		Probes:        s.probes.snapshot(),
 	}
 }
 
@@ -492,6 +496,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // input nobody foresaw) is that check failing, logged with its stack; it
 // must neither kill the daemon nor leave the check unscheduled.
 func (s *Scheduler) runProbe(ctx context.Context, r *runner) (res result) {
+	start := s.clock.Now()
+	defer func() { // after the recover below
+		res.latency = s.clock.Now().Sub(start)
+		s.probes.note(r.se.spec.Type, res)
+	}()
 	if r.se.err != nil {
 		return failed("configuration: " + r.se.err.Error())
 	}

@@ -35,7 +35,13 @@ type Config struct {
 	// MaxChecksInFlight bounds the health probes running at once (sockets,
 	// goroutines); 0 means the health package's default.
 	MaxChecksInFlight int
-	VirtualServers    []VirtualServer
+	// StatusSocket is the control socket's path ("" = none), StatusGroup
+	// the group allowed to use it ("" = root's), MetricsListen the
+	// Prometheus endpoint's address ("" = off). Read at start.
+	StatusSocket   string
+	StatusGroup    string
+	MetricsListen  string
+	VirtualServers []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -66,6 +72,7 @@ const (
 	DefaultResyncInterval = 10 * time.Second
 	DefaultScheduler      = "wlc"
 	DefaultDrainTimeout   = 5 * time.Minute
+	DefaultStatusSocket   = "/run/ipvs-agent/status.sock"
 )
 
 // Schedulers the kernel ships (net/netfilter/ipvs/ip_vs_*.c).
@@ -94,6 +101,9 @@ type rawFile struct {
 		ResyncInterval *string `toml:"resync_interval"`
 		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
 		MaxInFlight    *int64  `toml:"max_checks_in_flight"`
+		StatusSocket   *string `toml:"status_socket"`
+		StatusGroup    string  `toml:"status_group"`
+		MetricsListen  string  `toml:"metrics_listen"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -285,6 +295,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			cfg.MaxChecksInFlight = int(*m)
 		}
 	}
+
+	v.controlKeys(raw, cfg)
 
 	// Values are the paths of first occurrences, turned into lines only
 	// when a duplicate is reported.

@@ -17,6 +17,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent"
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
+	"github.com/ipvs-agent/ipvs-agent/health"
 	"github.com/sirupsen/logrus"
 )
 
@@ -33,6 +34,11 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `usage:
   ipvs-agent check [-c FILE]    validate the configuration (exit 1 with every problem)
   ipvs-agent run   [-c FILE] [-log-format text|json] [-log-level debug|info|warn|error] [-handles N]
+  ipvs-agent reload [-c FILE] [-socket PATH]   reload the running agent, wait until applied
+                                (exit 1 with every problem when the file is bad, 2 when not running)
+  ipvs-agent status [NAME] [-json] [-quorum] [-c FILE] [-socket PATH]
+                                what the agent believes and the kernel does (exit 2 when not running;
+                                -quorum NAME: exit 0 when NAME has quorum, for a VRRP track script)
   ipvs-agent version
 The default FILE is %s.
 `, defaultConfig)
@@ -44,6 +50,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "reload":
+		return runReload(args, stdout, stderr)
+	case "status":
+		return runStatus(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", defaultConfig, "configuration file")
@@ -99,7 +111,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer k.Close()
 		kernels = append(kernels, k)
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}})
+	// The scheduler is made here rather than by agent.New so the edges
+	// can read its counters; its verdicts go to the agent.
+	var a *agent.Agent
+	sched := health.NewScheduler(health.Options{Logger: log, MaxInFlight: cfg.MaxChecksInFlight,
+		OnChange: func(st health.Status) { a.OnHealth(st) }})
+	a, err = agent.New(cfg, agent.Options{Logger: log, Kernels: kernels, Notifier: agent.Systemd{}, Health: sched})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -107,6 +124,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	stats, closeStats := openStatsReader(ctx, log)
+	defer closeStats()
+	edges, err := startEdges(ctx, log, cfg, a, sched, stats)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	defer edges.wait()
+	defer stop() // stop the edges before waiting for them
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
