@@ -14,8 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// The topology (phase 1 only; a reboot removes it, the IPVS table does not
-// need it):
+// The topology, built at the start of each phase (a reboot removes it):
 //
 //	client (ns) 198.18.0.100 --+
 //	rs1    (ns) 198.18.0.11  --+-- br0 198.18.0.1 (director: the VM's root
