@@ -40,6 +40,11 @@ install -m 0644 $P/ipvs-agent.toml "$S/usr/share/doc/ipvs-agent/examples/ipvs-ag
 install -m 0644 $P/deb/lintian-overrides "$S/usr/share/lintian/overrides/ipvs-agent"
 install -m 0644 $P/deb/copyright "$S/usr/share/doc/ipvs-agent/copyright"
 for m in ipvs-agent.8:man8 ipvs-agent.toml.5:man5; do
+	# The page must render without a warning (what `man -l` shows).
+	if command -v groff >/dev/null; then
+		w=$(groff -man -Tutf8 -ww -z "$P/man/${m%%:*}" 2>&1)
+		[ -z "$w" ] || { echo "build.sh: $P/man/${m%%:*} does not render cleanly:" >&2; echo "$w" >&2; exit 1; }
+	fi
 	sed "s/@VERSION@/$VERSION/g; s/@DATE@/$DATE/g" "$P/man/${m%%:*}" | gzip -9n >"$S/usr/share/man/${m#*:}/${m%%:*}.gz"
 done
 # A native package's changelog: one entry for this build, dated by the commit.

@@ -62,6 +62,10 @@ V=$(packaging/deb/version.sh)
 log "building ipvs-agent_${V}_amd64.deb and a +up rebuild"
 deb1=$(OUT=$pl bash packaging/deb/build.sh)
 deb2=$(DEB_VERSION="$V+up" OUT=$pl bash packaging/deb/build.sh)
+if command -v lintian >/dev/null; then
+	log "lintian $(basename "$deb1")"
+	lintian --fail-on error,warning "$deb1" || die "lintian: the package is not clean (see packaging/README.md)"
+fi
 CGO_ENABLED=0 go test -c -tags systemtest -o "$pl/system.test" ./test/system || die "building test/system failed"
 cat >"$pl/env" <<ENV
 SYSTEMTEST_DEB1=/root/systemtest/$(basename "$deb1")
