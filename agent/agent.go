@@ -273,8 +273,12 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) error {
 			}
 		case <-watchdog:
 			// Petted from the main loop on purpose: a loop stuck in the
-			// kernel stops the pets and systemd restarts the agent.
-			a.notifyf("WATCHDOG=1")
+			// kernel stops the pets and systemd restarts the agent. A
+			// health scheduler whose dispatch loop stopped turning stops
+			// them too (a dead checker would freeze every weight).
+			if a.healthAlive(a.notify.WatchdogInterval() / 2) {
+				a.notifyf("WATCHDOG=1")
+			}
 		}
 	}
 }
@@ -360,7 +364,11 @@ func (a *Agent) checks() []health.Check {
 // The result is also kept for status (LastReload).
 func (a *Agent) reload() (res ReloadResult) {
 	a.notifyf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec())
-	defer a.notifyf("READY=1")
+	// READY=1 ends the reload either way (the old configuration keeps
+	// running after a failure); the STATUS= and ERRNO= sent with it say
+	// whether it applied, so a failure never reads as success. Deferred
+	// calls run last first: noteReload records the result, then this.
+	defer func() { a.notifyf("READY=1\n%s", a.statusNotify()) }()
 	defer a.noteReload(a.now(), &res)
 	a.reloading.Store(true)
 	defer a.reloading.Store(false)
@@ -373,7 +381,6 @@ func (a *Agent) reload() (res ReloadResult) {
 		if err != nil {
 			a.log.Error("reconcile after reload failed", "err", err)
 		}
-		a.notifyStatus()
 		return a.reloaded(true, err)
 	}
 	cfg, err := a.load(a.cfg.Path)
@@ -401,7 +408,6 @@ func (a *Agent) reload() (res ReloadResult) {
 	if err != nil {
 		a.log.Error("reconcile after reload failed", "err", err)
 	}
-	a.notifyStatus()
 	return a.reloaded(false, err)
 }
 
@@ -704,11 +710,4 @@ func (a *Agent) notifyf(format string, args ...any) {
 	}
 }
 
-func (a *Agent) notifyStatus() {
-	if a.stateErr != "" {
-		a.notifyf("STATUS=state file not writable (%s): new virtual servers wait; %d virtual servers, %d owned",
-			a.stateErr, len(a.cfg.VirtualServers), len(a.owned))
-		return
-	}
-	a.notifyf("STATUS=%d virtual servers, %d owned", len(a.cfg.VirtualServers), len(a.owned))
-}
+func (a *Agent) notifyStatus() { a.notifyf("%s", a.statusNotify()) }

@@ -645,9 +645,49 @@ func TestSystemdNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := n.all()
-	re := regexp.MustCompile(`^READY=1\|STATUS=2 virtual servers, 2 owned\|RELOADING=1\nMONOTONIC_USEC=\d+\|STATUS=[^|]*\|READY=1\|STOPPING=1$`)
+	re := regexp.MustCompile(`^READY=1\|STATUS=2 virtual servers, 4/4 real servers up\nERRNO=0\|RELOADING=1\nMONOTONIC_USEC=\d+\|READY=1\nSTATUS=2 virtual servers, 4/4 real servers up, last reload \d\d:\d\d:\d\d ok\nERRNO=0\|STOPPING=1$`)
 	if !re.MatchString(got) {
 		t.Fatalf("notifications: %q", got)
+	}
+}
+
+// A reload of a bad file ends with READY=1 (the old configuration runs on)
+// but must not read as success: STATUS= says it failed and ERRNO= is set,
+// until a later reload applies.
+func TestFailedReloadIsNotReportedAsSuccess(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	n := &recordingNotifier{}
+	h.agent.notify = n
+	h.reconcile("start", true)
+	h.writeConfig(base + "\n[[virtual_server]]\nname = 1\n")
+	h.agent.reload()
+	got := n.all()
+	if !regexp.MustCompile(`READY=1\nSTATUS=2 virtual servers, [0-9/]+ real servers up, last reload \d\d:\d\d:\d\d FAILED: \d+ problems in \S+ \(old configuration kept\)\nERRNO=22$`).MatchString(got) {
+		t.Fatalf("failed reload notified as %q", got)
+	}
+	h.writeConfig(base)
+	h.agent.reload()
+	if got := n.all(); !strings.HasSuffix(got, " ok\nERRNO=0") {
+		t.Fatalf("a good reload after a bad one must clear the failure: %q", got)
+	}
+}
+
+type stalledHealth struct{ last time.Time }
+
+func (stalledHealth) Set([]health.Check)            {}
+func (stalledHealth) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+func (s stalledHealth) Stats() health.Stats         { return health.Stats{LastLoop: s.last} }
+
+// The watchdog is petted only while the health scheduler's loop turns.
+func TestWatchdogNeedsALiveHealthScheduler(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	h.agent.health = stalledHealth{last: h.agent.now()}
+	if !h.agent.healthAlive(time.Minute) {
+		t.Fatal("a scheduler that turned just now counts as stalled")
+	}
+	h.agent.health = stalledHealth{last: h.agent.now().Add(-time.Hour)}
+	if h.agent.healthAlive(time.Minute) {
+		t.Fatal("a scheduler silent for an hour still gets the watchdog petted")
 	}
 }
 

@@ -21,8 +21,11 @@ func (a *Agent) writeState(owned map[model.ServiceKey]bool) error {
 // it cannot: cleanup_on_exit must be able to restore what it found. A
 // setting it changed that the configuration no longer names goes back to
 // the value found (unless it is now unmanaged: someone else owns it).
+//
+// With no virtual server configured it writes nothing: a file that
+// programs nothing (the package's conffile) leaves the kernel alone.
 func (a *Agent) keepSettings(reason string) {
-	if a.sysctls == nil {
+	if a.sysctls == nil || len(a.cfg.VirtualServers) == 0 {
 		return
 	}
 	boot, err := a.sysctls.BootID()

@@ -176,3 +176,14 @@ func TestKernelSettingsRecordIsPerBoot(t *testing.T) {
 		t.Errorf("cleanup restored conn_reuse_mode %d from the earlier boot, want this boot's 2", fk2.Values[settings.ConnReuseMode])
 	}
 }
+
+// A file with no virtual server programs nothing: no setting is written.
+func TestKernelSettingsNotWithoutVirtualServers(t *testing.T) {
+	fk := settingstest.NewFake()
+	h := newHarness(t, t.TempDir(), nil, "[agent]\nstate_file = \"STATE\"\n")
+	h.agent.sysctls = fk
+	h.reconcile("start", true)
+	if fk.Writes != 0 {
+		t.Errorf("%d settings written with no virtual server configured", fk.Writes)
+	}
+}

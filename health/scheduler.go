@@ -83,6 +83,9 @@ type Stats struct {
 	Subscribers int // check IDs
 	// NotifyDropped counts notify commands not run because the queue was full.
 	NotifyDropped uint64
+	// LastLoop is when the dispatch loop last turned; it wakes at least
+	// every second, so an old LastLoop means the scheduler is stuck.
+	LastLoop time.Time
 	// Probes are probe durations and failures per check type (probestats.go).
 	Probes []TypeStats
 }
@@ -114,6 +117,7 @@ type Scheduler struct {
 
 	checks, late, saturated, notifyDropped atomic.Uint64
 	maxLag                                 atomic.Int64
+	lastLoop                               atomic.Int64 // UnixNano, see Stats.LastLoop
 	inFlight                               atomic.Int64
 	probes                                 probeStats
 }
@@ -401,6 +405,7 @@ func (s *Scheduler) Stats() Stats {
 		Runners:       runners,
 		Subscribers:   subs,
 		NotifyDropped: s.notifyDropped.Load(),
+		LastLoop:      unixNano(s.lastLoop.Load()),
 		Probes:        s.probes.snapshot(),
 	}
 }
@@ -422,6 +427,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		now := s.clock.Now()
+		s.lastLoop.Store(now.UnixNano())
 		due = due[:0]
 		for s.queue.Len() > 0 && s.queue[0].at <= s.mono(now) {
 			it := heap.Pop(&s.queue).(item)
@@ -436,9 +442,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			due = append(due, it)
 		}
-		wait := time.Hour
+		wait := time.Second // even idle, turn every second: LastLoop proves liveness
 		if s.queue.Len() > 0 {
-			wait = time.Duration(s.queue[0].at - s.mono(now))
+			wait = min(wait, time.Duration(s.queue[0].at-s.mono(now)))
 		}
 		s.mu.Unlock()
 
@@ -745,4 +751,12 @@ func (s *Scheduler) deliver(ctx context.Context) {
 			s.onChange(st)
 		}
 	}
+}
+
+// unixNano is the time n ns after the epoch, or the zero time for 0.
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ipvs-agent/ipvs-agent/agent/kernel"
 	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 	"github.com/ipvs-agent/ipvs-agent/health"
+	"github.com/sirupsen/logrus"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -114,6 +115,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ipvs-agent:", err)
 		return 2
 	}
+	// moby/ipvs runs `modprobe ip_vs` when a handle opens and logs its
+	// failure through logrus. Under the unit (ProtectKernelModules=yes) that
+	// always fails and means nothing: kernel.Open already checked that ip_vs
+	// is loaded (modules-load.d loads it at boot). Keep logrus's errors only.
+	logrus.SetLevel(logrus.ErrorLevel)
 	if *handles < 1 {
 		*handles = 1
 	}
@@ -214,6 +220,13 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	if f, ok := w.(*os.File); ok && underJournald(f) {
+		h, err := newJournalHandler(w, format, opts)
+		if err != nil {
+			return nil, err
+		}
+		return slog.New(h), nil
+	}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
