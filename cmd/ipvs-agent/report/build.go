@@ -298,7 +298,6 @@ func kernelWhy(w Weight, svcInKernel, want bool) []string {
 	return nil
 }
 
-
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
 
