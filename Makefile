@@ -4,16 +4,26 @@ BIN       := bin/ipvs-agent
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit vmtest vmbench vmbench-apply demo lint bench clean
+.PHONY: all build test unit vmtest vmbench vmbench-apply demo lint bench clean deb systemtest
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ipvs-agent
 
-# Everything CI runs: lint, unit tests with the race detector, then the
-# real-kernel tests in a VM.
-test: lint unit vmtest
+# Everything CI runs: lint, unit tests with the race detector, the
+# real-kernel tests in a VM, then the package in a booted Debian.
+test: lint unit vmtest systemtest
+
+# ipvs-agent_<version>_amd64.deb (version from git describe), reproducible;
+# lintian-clean at the default level.
+deb:
+	bash packaging/deb/build.sh
+
+# Builds the .deb, installs it with apt in Debian 13 and 12 booted under qemu
+# with systemd as PID 1, and runs test/system's assertions there.
+systemtest:
+	bash test/system/run.sh
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -41,10 +51,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags vmtest ./...
+	$(GO) vet -tags systemtest ./...
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; else echo "staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@latest); skipped"; fi
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin ipvs-agent_*.deb

@@ -373,7 +373,9 @@ func checkedConfig(onFailure, sorry string) string {
 }
 
 func TestHealthVerdictsDriveWeights(t *testing.T) {
-	h := newHarness(t, t.TempDir(), nil, checkedConfig("", ""))
+	// alpha = false: both start at their configured weight, so each
+	// verdict below is one write.
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("alpha = false", ""))
 	h.reconcile("start", true)
 	web := svcKey("192.0.2.10:80")
 	if n := len(h.health.set); n != 0 {
@@ -448,8 +450,13 @@ func TestOnFailureRemoveAndSorryServer(t *testing.T) {
 	h.agent.takeVerdicts()
 	h.reconcile("health", false)
 	ds = h.fake.Snapshot()[web].Dests
-	if _, ok := ds[dKey("198.18.5.5:80")]; ok || ds[dKey("198.18.0.2:80")].Weight != 20 {
-		t.Fatalf("sorry server not withdrawn on recovery: %s", dump(h.fake.Snapshot()))
+	if ds[dKey("198.18.5.5:80")].Weight != 0 || ds[dKey("198.18.0.2:80")].Weight != 20 {
+		t.Fatalf("sorry server not quiesced on recovery: %s", dump(h.fake.Snapshot()))
+	}
+	// The next read of the kernel finds no connection left on it: deleted.
+	h.reconcile("resync", true)
+	if _, ok := h.fake.Snapshot()[web].Dests[dKey("198.18.5.5:80")]; ok {
+		t.Fatalf("sorry server not withdrawn at the resync after recovery: %s", dump(h.fake.Snapshot()))
 	}
 }
 
@@ -577,7 +584,7 @@ func BenchmarkColdApply1000x10(b *testing.B) {
 }
 
 func TestQuorum(t *testing.T) {
-	h := newHarness(t, t.TempDir(), nil, checkedConfig("quorum = 2", ""))
+	h := newHarness(t, t.TempDir(), nil, checkedConfig("quorum = 2\nalpha = false", ""))
 	h.reconcile("start", true)
 	if h.agent.View().QuorumLost["web"] {
 		t.Fatal("quorum lost at start, before any verdict")
@@ -638,9 +645,49 @@ func TestSystemdNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := n.all()
-	re := regexp.MustCompile(`^READY=1\|STATUS=2 virtual servers, 2 owned\|RELOADING=1\nMONOTONIC_USEC=\d+\|STATUS=[^|]*\|READY=1\|STOPPING=1$`)
+	re := regexp.MustCompile(`^READY=1\|STATUS=2 virtual servers, 4/4 real servers up\nERRNO=0\|RELOADING=1\nMONOTONIC_USEC=\d+\|READY=1\nSTATUS=2 virtual servers, 4/4 real servers up, last reload \d\d:\d\d:\d\d ok\nERRNO=0\|STOPPING=1$`)
 	if !re.MatchString(got) {
 		t.Fatalf("notifications: %q", got)
+	}
+}
+
+// A reload of a bad file ends with READY=1 (the old configuration runs on)
+// but must not read as success: STATUS= says it failed and ERRNO= is set,
+// until a later reload applies.
+func TestFailedReloadIsNotReportedAsSuccess(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	n := &recordingNotifier{}
+	h.agent.notify = n
+	h.reconcile("start", true)
+	h.writeConfig(base + "\n[[virtual_server]]\nname = 1\n")
+	h.agent.reload()
+	got := n.all()
+	if !regexp.MustCompile(`READY=1\nSTATUS=2 virtual servers, [0-9/]+ real servers up, last reload \d\d:\d\d:\d\d FAILED: \d+ problems in \S+ \(old configuration kept\)\nERRNO=22$`).MatchString(got) {
+		t.Fatalf("failed reload notified as %q", got)
+	}
+	h.writeConfig(base)
+	h.agent.reload()
+	if got := n.all(); !strings.HasSuffix(got, " ok\nERRNO=0") {
+		t.Fatalf("a good reload after a bad one must clear the failure: %q", got)
+	}
+}
+
+type stalledHealth struct{ last time.Time }
+
+func (stalledHealth) Set([]health.Check)            {}
+func (stalledHealth) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+func (s stalledHealth) Stats() health.Stats         { return health.Stats{LastLoop: s.last} }
+
+// The watchdog is petted only while the health scheduler's loop turns.
+func TestWatchdogNeedsALiveHealthScheduler(t *testing.T) {
+	h := newHarness(t, t.TempDir(), nil, base)
+	h.agent.health = stalledHealth{last: h.agent.now()}
+	if !h.agent.healthAlive(time.Minute) {
+		t.Fatal("a scheduler that turned just now counts as stalled")
+	}
+	h.agent.health = stalledHealth{last: h.agent.now().Add(-time.Hour)}
+	if h.agent.healthAlive(time.Minute) {
+		t.Fatal("a scheduler silent for an hour still gets the watchdog petted")
 	}
 }
 

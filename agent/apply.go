@@ -24,9 +24,13 @@ type failure struct {
 // waits on its reply. A failed op is logged and skipped; a failed service
 // add skips that service's real servers. The observed table is kept current
 // with every op that succeeded.
-func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]string) []failure {
+//
+// When the agent is told to stop, the lanes stop between two writes and
+// the ops not made are returned as skipped: the stop waits for at most one
+// write per lane, not for the whole plan.
+func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]string) (failed, skipped []failure) {
 	if len(ops) == 0 {
-		return nil
+		return nil, nil
 	}
 	lanes := make([][]plan.Op, len(a.kernels))
 	laneOf := map[model.ServiceKey]int{}
@@ -47,6 +51,10 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 	// line.
 	done := make([][]bool, len(lanes)) // done[lane][i]: op i of the lane succeeded
 	errs := make([][]error, len(lanes))
+	stopped := make([]int, len(lanes)) // ops from here on were not tried
+	for i, lane := range lanes {
+		stopped[i] = len(lane)
+	}
 	var wg sync.WaitGroup
 	for i, lane := range lanes {
 		if len(lane) == 0 {
@@ -55,11 +63,15 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 		done[i] = make([]bool, len(lane))
 		errs[i] = make([]error, len(lane))
 		wg.Add(1)
-		go func(k kernel.IPVS, lane []plan.Op, done []bool, errs []error) {
+		go func(k kernel.IPVS, lane []plan.Op, done []bool, errs []error, stopped *int) {
 			defer wg.Done()
 			var broken model.ServiceKey
 			brokenSet := false
 			for j, op := range lane {
+				if a.stop.Err() != nil {
+					*stopped = j
+					return
+				}
 				if brokenSet && op.Service.Key == broken {
 					continue // neither done nor failed: skipped with its service
 				}
@@ -72,7 +84,7 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 				}
 				done[j] = true
 			}
-		}(a.kernels[i], lane, done[i], errs[i])
+		}(a.kernels[i], lane, done[i], errs[i], &stopped[i])
 	}
 	wg.Wait()
 
@@ -82,10 +94,11 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 		level = slog.LevelDebug // a cold start of thousands of ops gets a summary line
 	}
 	logWrites := a.log.Enabled(ctx, level) // op.String() is not free: skip it when unlogged
-	var failed []failure
 	for i, lane := range lanes {
 		for j, op := range lane {
 			switch {
+			case j >= stopped[i]:
+				skipped = append(skipped, failure{op, a.stop.Err()})
 			case done[i][j]:
 				applyToTable(a.observed, op)
 				if logWrites {
@@ -97,7 +110,7 @@ func (a *Agent) apply(reason string, ops []plan.Op, names map[model.ServiceKey]s
 			}
 		}
 	}
-	return failed
+	return failed, skipped
 }
 
 func exec(k kernel.IPVS, op plan.Op) error {

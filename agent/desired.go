@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"time"
-
 	"github.com/ipvs-agent/ipvs-agent/agent/config"
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
 	"github.com/ipvs-agent/ipvs-agent/agent/plan"
@@ -21,32 +19,53 @@ type desired struct {
 	keepWeight map[plan.DestRef]bool
 	adopt      map[model.ServiceKey]bool
 	names      map[model.ServiceKey]string // for log lines
-	// quorumLost lists virtual servers with fewer healthy real servers than
-	// their quorum: exported for VIP withdrawal.
+	// quorumLost lists virtual servers below their quorum (with
+	// hysteresis): one value for the log, status and VIP withdrawal.
 	quorumLost map[string]bool
-	healthy    map[string]int
+	// quorum is every virtual server's state (true: lost), the next
+	// build's previous state.
+	quorum  map[string]bool
+	healthy map[string]int
+	// why says, per real server whose kernel weight differs from its
+	// configured one (or that is left out), and for the sorry server and
+	// draining real servers, the reasons.
+	why map[plan.DestRef][]string
 }
 
-// draining is a real server that left the configuration while its virtual
-// server stayed: it keeps weight 0 until its connections end or its drain
-// timeout passes, then it is deleted.
-type draining struct {
-	dest  model.Destination
-	since time.Time
+// inputs are what the desired state is built from.
+type inputs struct {
+	cfg      *config.Config
+	statuses map[string]health.Status
+	drains   map[plan.DestRef]draining
+	// observed is the kernel's table as last read (alpha: is the real
+	// server there already? the sorry server: does it still carry
+	// connections?). Nil before the first read.
+	observed model.Table
+	// fresh: observed was read from the kernel for this build, so its
+	// connection counts are current (not only kept up to date by writes).
+	fresh bool
+	// lost is each virtual server's quorum state after the previous build
+	// (true: lost); hysteresis needs it. A virtual server missing there
+	// (the first build after a start, or new in a reload) takes it from
+	// the kernel: its sorry server in service means the quorum was lost.
+	lost map[string]bool
 }
 
 // buildDesired turns the configuration, the health verdicts and the drain
-// list into the table the kernel should hold. A real server without a
-// check is always up; with a check and no verdict yet its kernel weight is
-// kept (no flap on restart or reload).
-func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains map[plan.DestRef]draining) desired {
+// list into the table the kernel should hold, applying the weight policy
+// (weight.go) to each real server, then quorum and the sorry server to each
+// virtual server. It is pure.
+func buildDesired(in inputs) desired {
+	cfg := in.cfg
 	d := desired{
 		table:      make(model.Table, len(cfg.VirtualServers)),
 		keepWeight: map[plan.DestRef]bool{},
 		adopt:      map[model.ServiceKey]bool{},
 		names:      make(map[model.ServiceKey]string, len(cfg.VirtualServers)),
 		quorumLost: map[string]bool{},
+		quorum:     make(map[string]bool, len(cfg.VirtualServers)),
 		healthy:    make(map[string]int, len(cfg.VirtualServers)),
+		why:        map[plan.DestRef][]string{},
 	}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
@@ -57,44 +76,95 @@ func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains 
 		if vs.Adopt {
 			d.adopt[key] = true
 		}
-		up := 0
+		var seen *model.VirtualServer
+		if in.observed != nil {
+			seen = in.observed[key]
+		}
+		up, pending := 0, 0
 		for j := range vs.RealServers {
 			rs := &vs.RealServers[j]
+			ref := plan.DestRef{Service: key, Dest: rs.Dest.Key}
+			var kernel *model.Destination
+			if seen != nil {
+				if kd, ok := seen.Dests[rs.Dest.Key]; ok {
+					kernel = &kd
+				}
+			}
+			var st health.Status
+			known := false
+			if rs.Check != nil {
+				st, known = in.statuses[checkID(vs, rs)]
+			}
+			dec := decide(vs, rs, st, known, kernel)
+			switch {
+			case dec.healthy:
+				up++
+			case dec.pending:
+				pending++
+			}
+			if len(dec.why) > 0 {
+				d.why[ref] = dec.why
+			}
+			if !dec.present {
+				continue
+			}
 			dest := rs.Dest
-			if rs.Check == nil {
-				up++
-				v.Dests[dest.Key] = dest
-				continue
+			dest.Weight = dec.weight
+			if dec.keep {
+				d.keepWeight[ref] = true
 			}
-			st, ok := statuses[checkID(vs, rs)]
-			if !ok || st.State == health.Unknown {
-				// No verdict yet: presumed up, so a restart neither adds
-				// the sorry server nor reports a lost quorum.
-				up++
-				d.keepWeight[plan.DestRef{Service: key, Dest: dest.Key}] = true
-				v.Dests[dest.Key] = dest
-				continue
-			}
-			if st.State == health.Up {
-				up++
-			}
-			if st.State == health.Down && vs.OnFailure == "remove" {
-				continue
-			}
-			dest.Weight = st.EffectiveWeight(rs.Dest.Weight)
 			v.Dests[dest.Key] = dest
 		}
 		d.healthy[vs.Name] = up
-		if up < vs.Quorum {
+
+		var sorryThere model.Destination
+		sorryInKernel := false
+		if s := vs.SorryServer; s != nil && seen != nil {
+			sorryThere, sorryInKernel = seen.Dests[s.Key]
+		}
+		wasLost, known := in.lost[vs.Name]
+		if !known {
+			wasLost = sorryInKernel && sorryThere.Weight > 0
+		}
+		lost := quorumLost(vs, up, pending, wasLost)
+		d.quorum[vs.Name] = lost
+		if lost {
 			d.quorumLost[vs.Name] = true
 		}
-		if vs.SorryServer != nil && up == 0 && len(vs.RealServers) > 0 {
-			if _, clash := v.Dests[vs.SorryServer.Key]; !clash {
-				v.Dests[vs.SorryServer.Key] = *vs.SorryServer
+		if s := vs.SorryServer; s != nil {
+			ref := plan.DestRef{Service: key, Dest: s.Key}
+			switch {
+			case lost:
+				// As keepalived: below quorum the virtual server is
+				// down and the sorry server alone takes new
+				// connections; the real servers left keep theirs
+				// (weight 0, not deleted). One without a verdict yet
+				// keeps its kernel weight: that weight is what says
+				// whether it is healthy until its check speaks.
+				for dk, dest := range v.Dests {
+					rref := plan.DestRef{Service: key, Dest: dk}
+					if dest.Weight != 0 && !d.keepWeight[rref] {
+						dest.Weight = 0
+						v.Dests[dk] = dest
+						d.why[rref] = append(d.why[rref], "below quorum: the sorry server takes new connections")
+					}
+				}
+				v.Dests[s.Key] = *s
+				d.why[ref] = []string{"sorry server: below quorum"}
+			case sorryInKernel && (!in.fresh || sorryThere.ActiveConns > 0):
+				// Quorum is back: no new connections, but the ones it
+				// took while the pool was down finish (with
+				// expire_nodest_conn a delete would cut them off). It
+				// is deleted when a read of the kernel (a resync) finds
+				// none left: counts kept from writes alone are stale.
+				z := *s
+				z.Weight = 0
+				v.Dests[s.Key] = z
+				d.why[ref] = []string{"sorry server draining: quorum is back"}
 			}
 		}
 	}
-	for ref, dr := range drains {
+	for ref, dr := range in.drains {
 		v := d.table[ref.Service]
 		if v == nil {
 			continue // the whole virtual server went away: it is deleted
@@ -105,6 +175,23 @@ func buildDesired(cfg *config.Config, statuses map[string]health.Status, drains 
 		dest := dr.dest
 		dest.Weight = 0
 		v.Dests[ref.Dest] = dest
+		d.why[ref] = []string{"removed from the file: draining until its connections end or drain_timeout"}
 	}
 	return d
+}
+
+// quorumLost applies the quorum with hysteresis: a virtual server that has
+// its quorum loses it when fewer than quorum - hysteresis real servers are
+// healthy, and one that lost it regains it at quorum + hysteresis, so a
+// pool flapping around its quorum does not flap what hangs on it. Real
+// servers still waiting for their first verdict (pending) keep a quorum
+// from being lost but do not bring it back.
+func quorumLost(vs *config.VirtualServer, healthy, pending int, wasLost bool) bool {
+	if vs.Quorum == 0 {
+		return false
+	}
+	if wasLost {
+		return healthy < vs.Quorum+vs.Hysteresis
+	}
+	return healthy+pending < vs.Quorum-vs.Hysteresis
 }

@@ -21,7 +21,7 @@ func TestStateFileRoundTrip(t *testing.T) {
 		{Family: model.FamilyInet6, Protocol: model.ProtoUDP, Addr: netip.MustParseAddr("2001:db8::1"), Port: 53}: true,
 		{Family: model.FamilyInet, FWMark: 9}: true,
 	}
-	if err := saveOwned(path, want); err != nil {
+	if err := saveState(path, record{owned: want}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := loadOwned(path)

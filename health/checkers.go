@@ -201,9 +201,9 @@ func parseAgentReply(line string) result {
 			}
 		}
 	}
-	reason := "agent: " + strings.TrimSpace(line)
+	reason := "agent: " + sanitizeReason(strings.TrimSpace(line))
 	if desc != "" {
-		reason += " (" + desc + ")"
+		reason += " (" + sanitizeReason(desc) + ")"
 	}
 	switch {
 	case down, mnt:
@@ -264,24 +264,52 @@ func expandPath(tmpl string, rs netip.AddrPort) string {
 
 func (f fileChecker) check(ctx context.Context, p probe) result {
 	path := expandPath(f.path, p.rs)
-	// O_NONBLOCK: a FIFO put there by mistake must not hang the check
-	// (and an OS thread) forever; then only regular files are read.
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	b, missing, err := readCheckFile(path)
+	if missing {
 		return f.missing
 	}
 	if err != nil {
 		return failed(errReason("file", err))
 	}
-	defer fh.Close()
-	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return failed(fmt.Sprintf("file %s: not a regular file", path))
-	}
-	b, err := io.ReadAll(io.LimitReader(fh, maxFileRead))
-	if err != nil {
-		return failed(errReason("file", err))
-	}
 	return parseFileContent(path, string(b))
+}
+
+// readCheckFile reads an operator's file as the agent (root) without
+// letting the path lead it elsewhere: the file is looked at before it is
+// opened (only a regular file is opened at all: opening a device can have
+// effects), opened without following a symlink and without blocking (a
+// FIFO swapped in meanwhile), and checked again once open.
+func readCheckFile(path string) (b []byte, missing bool, err error) {
+	li, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if li.Mode()&fs.ModeSymlink != 0 {
+		return nil, false, fmt.Errorf("%s: a symlink, not followed", path)
+	}
+	if !li.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%s: not a regular file (%s)", path, li.Mode().Type())
+	}
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if !fi.Mode().IsRegular() || !os.SameFile(li, fi) {
+		return nil, false, fmt.Errorf("%s: replaced while opened", path)
+	}
+	b, err = io.ReadAll(io.LimitReader(fh, maxFileRead))
+	return b, false, err
 }
 
 func parseFileContent(path, content string) result {
@@ -312,7 +340,9 @@ func parseFileContent(path, content string) result {
 		r.weight = n
 		return r
 	}
-	return failed(fmt.Sprintf("file %s: unrecognised content %q (want a weight, NN%%, up, drain or down)", path, w))
+	// Not the content itself: whatever the file holds (a secret the path
+	// led to) must not reach logs or a notify command's environment.
+	return failed(fmt.Sprintf("file %s: unrecognised content, %d bytes (want a weight, NN%%, up, drain or down)", path, len(content)))
 }
 
 // deadlineOf is the deadline for sockets that take one instead of a

@@ -66,7 +66,7 @@ expect_body = "ok"
 	}
 	want := health.Spec{
 		Type: "http", Interval: 5 * time.Second, Timeout: time.Second, Rise: 2, Fall: 5, Port: 8080,
-		SlowStart: 30 * time.Second, Notify: []string{"/usr/local/bin/page", "ops"},
+		SlowStart: 30 * time.Second, Notify: []string{"/usr/local/bin/page", "ops"}, User: "nobody",
 		Path: "/healthz", ExpectStatus: []health.StatusRange{{Lo: 200, Hi: 299}, {Lo: 404, Hi: 404}},
 		ExpectBody: "ok",
 	}
@@ -127,8 +127,8 @@ func TestConfigErrors(t *testing.T) {
 		{`interval = "2s"`, "type is required"},
 		{`type = "smtp"`, "unknown check type"},
 		{"type = \"tcp\"\ninterval = \"2 seconds\"", "interval"},
-		{"type = \"tcp\"\nrise = 0", "rise must be at least 1"},
-		{"type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"", "longer than interval"},
+		{"type = \"tcp\"\nrise = 0", "rise 0 out of range 1..1000"},
+		{"type = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"", "timeout 2s out of range 10ms..1s"},
 		{"type = \"tcp\"\nport = 70000", "port"},
 		{"type = \"http\"\nexpect_body_regex = \"(\"", "expect_body_regex"},
 		{"type = \"http\"\nexpect_status = [\"abc\"]", "expect_status"},

@@ -339,6 +339,8 @@ func (s *Scheduler) startGoroutine(ctx context.Context, probes *sync.WaitGroup, 
 // input nobody foresaw) is that check failing, logged with its stack; it
 // must neither kill the daemon nor leave the check unscheduled.
 func (s *Scheduler) runProbe(ctx context.Context, r *runner) (res result) {
+	start := s.clock.Now()
+	defer func() { res.latency = s.clock.Now().Sub(start) }() // after the recover below
 	if r.se.err != nil {
 		return failed("configuration: " + r.se.err.Error())
 	}
@@ -421,6 +423,7 @@ func (s *Scheduler) completeLocked(r *runner, due time.Time, res result, now tim
 		s.noVerdict.Add(1)
 		return events
 	}
+	s.probes.note(r.se.spec.Type, res)
 	old := r.m.state
 	rampWas := r.m.nextRamp(now)
 	moved, _ := r.m.observe(now, res)
@@ -439,10 +442,10 @@ func (s *Scheduler) completeLocked(r *runner, due time.Time, res result, now tim
 	if after != r.seen || moved {
 		r.seen = after
 		for _, sb := range r.subs {
-			st := r.m.status(sb.id, now)
+			st := r.statusOf(sb, now)
 			s.emitLocked(st)
 			if moved {
-				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify})
+				events = append(events, transition{sub: sb, target: r.target(sb), from: old, to: r.m.state, st: st, notify: r.se.spec.Notify, user: r.se.spec.User})
 			}
 		}
 	}
@@ -457,7 +460,7 @@ func (s *Scheduler) rampLocked(r *runner, now time.Time) {
 	if v := r.m.snapshot(now); v != r.seen {
 		r.seen = v
 		for _, sb := range r.subs {
-			s.emitLocked(r.m.status(sb.id, now))
+			s.emitLocked(r.statusOf(sb, now))
 		}
 	}
 	s.log.Debug("slow start step", "real_server", r.rs.String(), "factor", r.m.factor(now))

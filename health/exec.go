@@ -3,11 +3,14 @@ package health
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,10 +83,16 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 
 // runCommand runs argv in its own process group with env added to a minimal
 // environment, and kills the whole group when ctx ends: a health script
-// that forks (curl in a shell) must not outlive its timeout.
+// that forks (curl in a shell) must not outlive its timeout. A child that
+// leaves the group (setsid, a daemonising double fork) is found by a
+// marker in its inherited environment and killed too, when the command
+// ends or times out: only a child that also clears its environment
+// escapes (a cgroup per check would catch that one too, but needs a
+// delegated cgroup subtree).
 func runCommand(ctx context.Context, argv []string, cr *cred, env []string) (string, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
+	marker := runMarker()
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", marker}, env...)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cr}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -96,8 +105,37 @@ func runCommand(ctx context.Context, argv []string, cr *cred, env []string) (str
 	// Reap stragglers in the group even on success (a backgrounded child).
 	if cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		killMarked(marker)
 	}
 	return strings.TrimSpace(out.String()), err
+}
+
+// runMarker is an environment entry unique to one command run.
+func runMarker() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "IPVS_AGENT_RUN=" + hex.EncodeToString(b[:])
+}
+
+// killMarked kills every process whose environment holds marker: the
+// descendants of one command run, wherever they went.
+func killMarked(marker string) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	want := []byte(marker + "\x00")
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(b, want) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 type execChecker struct {
@@ -112,10 +150,11 @@ func newExecChecker(s Spec) (checker, error) {
 	argv := s.Command
 	if s.Shell {
 		argv = append([]string{"/bin/sh", "-c"}, s.Command...)
-	} else if !strings.HasPrefix(argv[0], "/") {
-		if _, err := exec.LookPath(argv[0]); err != nil {
-			return nil, fmt.Errorf("command %q: %w", argv[0], err)
-		}
+	} else if !filepath.IsAbs(argv[0]) {
+		// A relative name was resolved against the directory `check` ran
+		// in (or PATH) but run from "/" with another PATH: what was
+		// validated is not what runs.
+		return nil, fmt.Errorf("command %q must be an absolute path", argv[0])
 	}
 	cr, err := lookupCred(s.User)
 	if err != nil {
@@ -132,7 +171,9 @@ func (e *execChecker) check(ctx context.Context, p probe) result {
 		"IPVS_CHECK_PORT=" + strconv.Itoa(int(p.addr.Port())),
 	}
 	out, err := runCommand(ctx, e.argv, e.cred, env)
-	if err == nil {
+	if err == nil || (errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil) {
+		// ErrWaitDelay: the command exited 0 but a child it left behind
+		// held its output open; the exit status is the verdict.
 		return passed("exec: exit 0")
 	}
 	reason := "exec: " + err.Error()
@@ -140,10 +181,7 @@ func (e *execChecker) check(ctx context.Context, p probe) result {
 		reason = "exec: timeout, process group killed"
 	}
 	if out != "" {
-		if len(out) > 200 {
-			out = out[:200]
-		}
-		reason += ": " + out
+		reason += ": " + sanitizeReason(out)
 	}
 	return failed(reason)
 }

@@ -1,7 +1,7 @@
 // Package health runs health checks against real servers and turns their
 // results into verdicts: "real server X is up / down / drained, at weight
-// factor f". It knows nothing of IPVS; the agent maps a Status onto the
-// kernel's weight with Status.EffectiveWeight.
+// factor f". It knows nothing of IPVS: it reports state, factor and
+// reported weight; the agent's weight policy turns them into kernel weights.
 //
 // One Scheduler drives every check from a single timer heap and one loop
 // goroutine. Plain TCP connect checks run on that loop itself, on raw
@@ -50,7 +50,6 @@ package health
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -119,40 +118,25 @@ type Status struct {
 	Reason string
 	// Since is when State last changed.
 	Since time.Time
-}
+	// Gen is the Check.Gen of the subscription this verdict was made for:
+	// a verdict of a check that a reload has since changed can arrive
+	// after the reload, and must not be taken for the new check's.
+	Gen uint64
 
-// EffectiveWeight is the kernel weight the agent should set for a real
-// server configured with weight configured. It returns -1 for Unknown,
-// meaning "keep what the kernel has".
-func (s Status) EffectiveWeight(configured int) int {
-	switch s.State {
-	case Down, Drain:
-		return 0
-	case Unknown:
-		return -1
-	}
-	if s.Weight >= 0 {
-		// A file's absolute weight replaces the configured one; slow
-		// start and an agent's percentage still scale it.
-		configured = s.Weight
-	}
-	if configured <= 0 {
-		return 0
-	}
-	f := s.Factor
-	if f <= 0 {
-		return 0
-	}
-	if f > 1 {
-		f = 1
-	}
-	w := int(math.Round(float64(configured) * f))
-	// A tiny factor must not turn an up server into a drained one: weight 0
-	// means "no new connections" to IPVS.
-	if w < 1 {
-		w = 1
-	}
-	return w
+	// The last probe, for status: when it ended, how long it took, whether
+	// it passed and what it said; EffectiveInterval is the time between the
+	// last two results (longer than the configured interval when the
+	// scheduler falls behind). Zero before the first result. Filled by
+	// Scheduler.Statuses (and OnChange); not part of change detection.
+	// RampFactor is slow start's share of Factor (1 when not ramping);
+	// the rest of Factor is what an agent check reported.
+	RampFactor float64
+
+	LastCheck         time.Time
+	LastLatency       time.Duration
+	LastOK            bool
+	LastReason        string
+	EffectiveInterval time.Duration
 }
 
 // Check is one health check subscription chosen by the agent.
@@ -167,6 +151,9 @@ type Check struct {
 	// the probe.
 	Target netip.AddrPort
 	Spec   Spec
+	// Gen is the subscriber's generation, echoed in every Status for this
+	// check; the agent changes it whenever the check's spec changes.
+	Gen uint64
 	// Initial is the state assumed until the first verdict. Unknown (the
 	// zero value) lets the first pass decide (or Spec.Fall failures); Up
 	// requires Spec.Fall failures to go down; Down requires Spec.Rise
@@ -216,7 +203,8 @@ type Spec struct {
 	ExpectAnswer string // optional; one answer's rdata as text must equal it
 
 	// exec: Command is argv (with Shell, Command[0] is a /bin/sh -c script
-	// and the rest its $0, $1...). User runs it (empty: the agent's own user).
+	// and the rest its $0, $1...). User runs it, and the Notify command of
+	// any type (empty: the agent's own user).
 	Command []string
 	Shell   bool
 	User    string
@@ -322,6 +310,16 @@ func (s Spec) validTiming() error {
 	}
 	if len(s.Notify) > 0 && s.Notify[0] == "" {
 		return fmt.Errorf("notify: empty command")
+	}
+	if len(s.Notify) > 0 && !strings.HasPrefix(s.Notify[0], "/") {
+		// Run from "/" with a fixed PATH: only an absolute path means
+		// the same thing at `check` time and at run time.
+		return fmt.Errorf("notify command %q must be an absolute path", s.Notify[0])
+	}
+	if len(s.Notify) > 0 {
+		if _, err := lookupCred(s.User); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
 	}
 	return nil
 }

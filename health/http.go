@@ -15,15 +15,90 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 )
 
 const (
-	// maxHTTPHeader bounds the status line and headers: a target that
-	// "answers forever" is cut off here and counted down.
+	// maxHTTPHeader bounds the status line and headers, on their own: a
+	// target that "answers forever" is cut off here and counted down.
 	maxHTTPHeader = 16 << 10
 	// DefaultMaxBody is how much body is searched when max_body is unset.
 	DefaultMaxBody = 64 << 10
+	// MaxBodyLimit caps max_body: a health page's marker sits near its
+	// top, and every byte searched is held in memory while it is.
+	MaxBodyLimit = 1 << 20
+	// BodyBudget bounds the memory of all HTTP bodies being searched at
+	// once, whatever max_checks_in_flight: a probe reserves max_body from
+	// it before reading the body and waits, within its timeout, when it
+	// is spent. Worst case per probe beyond that: maxHTTPHeader plus a
+	// 4 KiB read buffer.
+	BodyBudget = 64 << 20
+	// bodyUnit is the budget's granularity.
+	bodyUnit = 64 << 10
 )
+
+// memBudget is a counting semaphore of bodyUnit-sized slots, taken all at
+// once by one probe at a time so two probes cannot each hold half of what
+// both need.
+type memBudget struct {
+	slots chan struct{}
+	turn  chan struct{} // one acquirer at a time
+}
+
+func newMemBudget(bytes int) *memBudget {
+	return &memBudget{slots: make(chan struct{}, max(bytes/bodyUnit, 1)), turn: make(chan struct{}, 1)}
+}
+
+// acquire reserves bytes (rounded up to whole units) and returns their
+// release; it fails when ctx ends first or bytes exceed the whole budget.
+func (b *memBudget) acquire(ctx context.Context, bytes int) (release func(), err error) {
+	n := (bytes + bodyUnit - 1) / bodyUnit
+	if n > cap(b.slots) {
+		return nil, fmt.Errorf("%d bytes exceed the body memory budget of %d", bytes, cap(b.slots)*bodyUnit)
+	}
+	select {
+	case b.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-b.turn }()
+	release = func() {
+		for i := 0; i < n; i++ {
+			<-b.slots
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			for ; i > 0; i-- {
+				<-b.slots
+			}
+			return nil, ctx.Err()
+		}
+	}
+	return release, nil
+}
+
+// limitReader is io.LimitedReader with a limit that can be reset: headers
+// and body are bounded separately on one connection.
+type limitReader struct {
+	r io.Reader
+	n int
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, io.EOF
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
 
 // httpChecker speaks just enough HTTP/1.1 for a probe on its own
 // connection: no pooling (a pool would hide a server that stopped accepting),
@@ -38,6 +113,9 @@ type httpChecker struct {
 	re       *regexp.Regexp
 	maxBody  int
 	needBody bool
+	// budget bounds the bodies of all probes together; the scheduler sets
+	// it (nil: unbounded, for validation only).
+	budget *memBudget
 }
 
 func newHTTPChecker(s Spec) (checker, error) {
@@ -67,6 +145,9 @@ func newHTTPChecker(s Spec) (checker, error) {
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBody
+	}
+	if h.maxBody > MaxBodyLimit {
+		return nil, fmt.Errorf("max_body %d is above the limit of %d", h.maxBody, MaxBodyLimit)
 	}
 	if s.BodyRegex != "" {
 		re, err := regexp.Compile(s.BodyRegex)
@@ -104,7 +185,7 @@ func tlsConfig(s Spec) (*tls.Config, error) {
 		return nil, errors.New("ca_file has no effect without tls_verify = true")
 	}
 	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
+		pem, err := readPEMFile(s.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("ca_file: %w", err)
 		}
@@ -118,13 +199,73 @@ func tlsConfig(s Spec) (*tls.Config, error) {
 		return nil, errors.New("cert_file and key_file go together")
 	}
 	if s.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+		certPEM, err := readPEMFile(s.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file: %w", err)
+		}
+		keyPEM, err := readPEMFile(s.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("key_file: %w", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("client certificate: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// Certificate files are read on the agent's main loop (at `check`, start
+// and reload): only regular files of at most maxPEMFile bytes, and a read
+// that takes longer than pemReadTimeout (a hung network filesystem) is an
+// error. A FIFO hung `check` and reloads; /dev/zero ran out of memory.
+const (
+	maxPEMFile     = 1 << 20
+	pemReadTimeout = 5 * time.Second
+)
+
+func readPEMFile(path string) ([]byte, error) {
+	type res struct {
+		b   []byte
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		b, err := readRegular(path, maxPEMFile)
+		done <- res{b, err}
+	}()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-time.After(pemReadTimeout):
+		return nil, fmt.Errorf("%s: not read within %v", path, pemReadTimeout)
+	}
+}
+
+// readRegular reads a regular file of at most limit bytes; it opens without
+// blocking and checks what it opened before reading.
+func readRegular(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than the limit of %d bytes", path, limit)
+	}
+	return b, err
 }
 
 func (h *httpChecker) check(ctx context.Context, p probe) result {
@@ -160,11 +301,16 @@ func (h *httpChecker) check(ctx context.Context, p probe) result {
 	if _, err := io.WriteString(conn, req); err != nil {
 		return failed(errReason("http write", err))
 	}
-	br := bufio.NewReaderSize(io.LimitReader(conn, int64(maxHTTPHeader+h.maxBody)), 4096)
+	lr := &limitReader{r: conn, n: maxHTTPHeader}
+	br := bufio.NewReaderSize(lr, 4096)
 	resp, err := http.ReadResponse(br, &http.Request{Method: h.method})
 	if err != nil {
+		if lr.n <= 0 {
+			return failed(fmt.Sprintf("http: status line and headers longer than %d bytes", maxHTTPHeader))
+		}
 		return failed(errReason("http", err))
 	}
+	lr.n = h.maxBody // the body's own limit (readUntil stops at it too)
 	// No resp.Body.Close: it reads the rest of the body (to reuse the
 	// connection), which for a large or slowly sent body holds the probe
 	// until its timeout though the verdict is known. The deferred close
@@ -178,6 +324,13 @@ func (h *httpChecker) check(ctx context.Context, p probe) result {
 	stopAt := ""
 	if h.re == nil {
 		stopAt = h.body // a regexp needs the whole body; a substring does not
+	}
+	if h.budget != nil {
+		release, err := h.budget.acquire(ctx, h.maxBody)
+		if err != nil {
+			return failed(fmt.Sprintf("http body: no memory to read %d bytes within the timeout (all HTTP bodies share %d bytes)", h.maxBody, BodyBudget))
+		}
+		defer release()
 	}
 	body, rerr := readUntil(resp.Body, h.maxBody, stopAt)
 	// Match what arrived even if the read then failed: a server that
@@ -219,6 +372,17 @@ func readUntil(r io.Reader, limit int, marker string) ([]byte, error) {
 		}
 	}
 	return buf, nil
+}
+
+// setBodyBudget gives an HTTP checker (plain, or under a weight file) the
+// scheduler's shared body budget.
+func setBodyBudget(c checker, b *memBudget) {
+	switch x := c.(type) {
+	case *httpChecker:
+		x.budget = b
+	case overlayChecker:
+		setBodyBudget(x.probe, b)
+	}
 }
 
 func statusOK(rs []StatusRange, code int) bool {

@@ -26,6 +26,7 @@ type result struct {
 	// side (out of sockets); the result neither passes nor fails the
 	// server (Scheduler.completeLocked).
 	noVerdict bool
+	latency   time.Duration // how long the probe took (set by the scheduler)
 }
 
 func passed(reason string) result {
@@ -57,6 +58,15 @@ type machine struct {
 	// ramping: slow start runs from since (the transition to Up) for
 	// slowStart; a flag rather than a time keeps the machine small.
 	ramping bool
+	last    lastProbe
+}
+
+// lastProbe is the last result, for status only (unix nanoseconds to stay
+// small: one per distinct probe).
+type lastProbe struct {
+	at, gap, latency int64
+	reason           string
+	ok               bool
 }
 
 func newMachine(s Spec, initial State, now time.Time) *machine {
@@ -73,6 +83,12 @@ func newMachine(s Spec, initial State, now time.Time) *machine {
 func (m *machine) observe(now time.Time, r result) (transition, changed bool) {
 	before := m.snapshot(now)
 	old := m.state
+	at := now.UnixNano()
+	gap := int64(0)
+	if m.last.at != 0 {
+		gap = at - m.last.at
+	}
+	m.last = lastProbe{at: at, gap: gap, latency: int64(r.latency), reason: r.reason, ok: r.outcome == pass}
 	switch r.outcome {
 	case drain:
 		m.oks, m.fails = 0, 0
@@ -196,5 +212,14 @@ func (m *machine) snapshot(now time.Time) view {
 }
 
 func (m *machine) status(id string, now time.Time) Status {
-	return Status{ID: id, State: m.state, Factor: m.factor(now), Weight: int(m.weight), Reason: m.reason, Since: m.since}
+	st := Status{ID: id, State: m.state, Factor: m.factor(now), Weight: int(m.weight), Reason: m.reason, Since: m.since,
+		RampFactor: m.rampFactor(now)}
+	if m.last.at != 0 {
+		st.LastCheck = time.Unix(0, m.last.at)
+		st.LastLatency = time.Duration(m.last.latency)
+		st.LastOK = m.last.ok
+		st.LastReason = m.last.reason
+		st.EffectiveInterval = time.Duration(m.last.gap)
+	}
+	return st
 }

@@ -7,33 +7,6 @@ import (
 	"time"
 )
 
-func TestEffectiveWeight(t *testing.T) {
-	for _, tc := range []struct {
-		st   Status
-		conf int
-		want int
-	}{
-		{Status{State: Unknown, Factor: 1, Weight: -1}, 10, -1},
-		{Status{State: Down, Factor: 1, Weight: -1}, 10, 0},
-		{Status{State: Drain, Factor: 1, Weight: 7}, 10, 0},
-		{Status{State: Up, Factor: 1, Weight: -1}, 10, 10},
-		{Status{State: Up, Factor: 0.5, Weight: -1}, 10, 5},
-		{Status{State: Up, Factor: 0.01, Weight: -1}, 10, 1}, // never 0 while up
-		{Status{State: Up, Factor: 0, Weight: -1}, 10, 0},    // agent said 0%
-		{Status{State: Up, Factor: 1, Weight: 42}, 10, 42},   // file weight wins
-		// Slow start (and an agent percentage) scale a file's weight too.
-		{Status{State: Up, Factor: 0.1, Weight: 40}, 10, 4},
-		{Status{State: Up, Factor: 0.01, Weight: 40}, 10, 1},
-		{Status{State: Up, Factor: 0, Weight: 40}, 10, 0},
-		{Status{State: Up, Factor: 1, Weight: -1}, 0, 0},
-		{Status{State: Up, Factor: 0.25, Weight: -1}, 3, 1},
-	} {
-		if got := tc.st.EffectiveWeight(tc.conf); got != tc.want {
-			t.Errorf("%+v.EffectiveWeight(%d) = %d, want %d", tc.st, tc.conf, got, tc.want)
-		}
-	}
-}
-
 // TestMachine feeds sequences of results at one-second steps and checks the
 // state after each, for each initial state.
 func TestMachine(t *testing.T) {

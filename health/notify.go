@@ -18,6 +18,7 @@ type transition struct {
 	from, to State
 	st       Status
 	notify   []string
+	user     string // runs notify; "" is the agent's own user
 }
 
 // report logs a transition and queues its notify command. A first verdict
@@ -37,14 +38,14 @@ func (s *Scheduler) report(e transition) {
 	if len(e.notify) == 0 || lvl == slog.LevelDebug {
 		return
 	}
-	job := notifyJob{argv: e.notify, env: []string{
+	job := notifyJob{argv: e.notify, user: e.user, env: []string{
 		"IPVS_CHECK_ID=" + e.sub.id,
 		"IPVS_VIRTUAL_SERVER=" + e.sub.service,
 		"IPVS_RS_IP=" + e.target.Addr().String(),
 		"IPVS_RS_PORT=" + strconv.Itoa(int(e.target.Port())),
 		"IPVS_OLD_STATE=" + e.from.String(),
 		"IPVS_NEW_STATE=" + e.to.String(),
-		"IPVS_REASON=" + e.st.Reason,
+		"IPVS_REASON=" + sanitizeReason(e.st.Reason),
 		"IPVS_FACTOR=" + fmt.Sprintf("%.3f", e.st.Factor),
 	}}
 	select {
@@ -55,7 +56,10 @@ func (s *Scheduler) report(e transition) {
 	}
 }
 
-type notifyJob struct{ argv, env []string }
+type notifyJob struct {
+	argv, env []string
+	user      string
+}
 
 // runNotifies runs notify commands one at a time: they are for humans and
 // pagers, and running them serially keeps a mass failure from forking
@@ -66,8 +70,15 @@ func (s *Scheduler) runNotifies(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-s.notifyQ:
+			// As the check's user, like exec checks: a notify command is
+			// as much configuration as a check command is.
+			cr, err := lookupCred(j.user)
+			if err != nil {
+				s.log.Warn("notify command not run", "command", j.argv[0], "err", err)
+				continue
+			}
 			nctx, cancel := context.WithTimeout(ctx, notifyTime)
-			out, err := runCommand(nctx, j.argv, nil, j.env)
+			out, err := runCommand(nctx, j.argv, cr, j.env)
 			cancel()
 			if err != nil {
 				s.log.Warn("notify command failed", "command", j.argv[0], "err", err, "output", out)

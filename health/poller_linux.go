@@ -278,6 +278,7 @@ func (p *poller) localFailure(err error) result {
 func (p *poller) finish(i int32, res result) completion {
 	sl := &p.slots[i]
 	unix.Close(sl.fd)
+	res.latency = time.Since(sl.sent) // for status only
 	c := completion{r: sl.r, due: sl.due, res: res}
 	sl.inFlight, sl.r, sl.fd = false, nil, -1
 	p.free = append(p.free, i)

@@ -14,9 +14,17 @@ import (
 type sub struct {
 	id, service string
 	port        uint16 // its real server's port; the address is the runner's
+	gen         uint64 // Check.Gen, echoed in its statuses
 }
 
 func (r *runner) target(sb sub) netip.AddrPort { return netip.AddrPortFrom(r.rs.Addr(), sb.port) }
+
+// statusOf is sb's status, stamped with its generation.
+func (r *runner) statusOf(sb sub, now time.Time) Status {
+	st := r.m.status(sb.id, now)
+	st.Gen = sb.gen
+	return st
+}
 
 // specEntry is one distinct Spec, interned: 50,000 real servers usually
 // share a handful of specs, and so share one prepared checker (TLS config,
@@ -116,6 +124,7 @@ func (s *Scheduler) Set(checks []Check) {
 			if se = s.specs[sk]; se == nil {
 				se = &specEntry{spec: c.Spec, perRS: c.Spec.perRealServer()}
 				se.chk, se.err = s.newChecker(c.Spec)
+				setBodyBudget(se.chk, s.bodies)
 				if se.err != nil {
 					// Reported as down with the error as reason; keep
 					// the schedule sane whatever the spec says.
@@ -140,9 +149,9 @@ func (s *Scheduler) Set(checks []Check) {
 			r.subs = r.subs[:0]
 			runners[k] = r
 		}
-		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port()}
+		sb := sub{id: c.ID, service: c.Service, port: c.Target.Port(), gen: c.Gen}
 		if s.subs[c.ID] != r || oldSubs[c.ID] != sb {
-			st := r.m.status(c.ID, now)
+			st := r.statusOf(sb, now)
 			if st.State != Unknown && st.State != c.Initial {
 				s.emitLocked(st)
 			}

@@ -78,6 +78,8 @@ type Stats struct {
 	// NotifyDropped counts notify commands not run because the queue was full.
 	NotifyDropped uint64
 
+	// Probes are probe durations and failures per check type (probestats.go).
+	Probes []TypeStats
 	// LastLoop is when the scheduler's loop last ran; it runs at least
 	// every second while Run is alive (the watchdog reads it).
 	LastLoop time.Time
@@ -124,6 +126,7 @@ type Scheduler struct {
 	fixedBudget bool // no budget, measured or configured (Options.Budget < 0)
 	maxInFlight int
 	newChecker  func(Spec) (checker, error)
+	bodies      *memBudget // shared by every HTTP check's body
 	wake        chan struct{}
 	notifyWake  chan struct{}
 	notifyQ     chan notifyJob
@@ -148,6 +151,7 @@ type Scheduler struct {
 	maxLag, lastLoop, stalled                                  atomic.Int64
 	wakeRate                                                   atomic.Uint64 // float64 bits
 	inFlight                                                   atomic.Int64
+	probes                                                     probeStats
 }
 
 func (s *Scheduler) mono(t time.Time) int64    { return int64(t.Sub(s.epoch)) }
@@ -171,6 +175,7 @@ func NewScheduler(opts Options) *Scheduler {
 		specs:       map[string]*specEntry{},
 		subs:        map[string]*runner{},
 		pending:     map[string]Status{},
+		bodies:      newMemBudget(BodyBudget),
 		stretch:     1,
 		timings:     map[string]Timing{},
 	}
@@ -224,8 +229,14 @@ func (s *Scheduler) Statuses() map[string]Status {
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	out := make(map[string]Status, len(s.subs))
-	for id, r := range s.subs {
-		out[id] = r.m.status(id, now)
+	seen := make(map[*runner]bool, s.nRunners)
+	for _, r := range s.subs {
+		if !seen[r] {
+			seen[r] = true
+			for _, sb := range r.subs {
+				out[sb.id] = r.statusOf(sb, now)
+			}
+		}
 	}
 	return out
 }
@@ -255,6 +266,7 @@ func (s *Scheduler) Stats() Stats {
 		InFlight:       int(s.inFlight.Load()),
 		Runners:        runners,
 		Subscribers:    subs,
+		Probes:         s.probes.snapshot(),
 		NotifyDropped:  s.notifyDropped.Load(),
 		Wakeups:        s.wakeups.Load(),
 		WakeupsPerSec:  math.Float64frombits(s.wakeRate.Load()),

@@ -55,7 +55,7 @@ type Check struct {
 	// exec
 	Command []string `toml:"command"` // argv; IPVS_RS_IP, IPVS_RS_PORT, IPVS_CHECK_IP, IPVS_CHECK_PORT in env
 	Shell   *bool    `toml:"shell"`   // run command[0] with /bin/sh -c
-	User    *string  `toml:"user"`    // default "nobody"
+	User    *string  `toml:"user"`    // runs exec commands and notify commands; default "nobody"
 
 	// file
 	File        *string `toml:"file"`         // path template: {ip}, {port}, {addr}
@@ -97,6 +97,20 @@ const (
 	DefaultCheckUser     = "nobody"
 )
 
+// Bounds on check timings. Below MinCheckInterval one check is a probe
+// storm (interval = "1ns" made 454,614 probes in 2.5 s, a full core);
+// below MinCheckTimeout no real server can answer, even on loopback, so the
+// check can never pass; above MaxCheckInterval a dead server keeps its
+// weight for a day. Rise and fall above MaxRiseFall mean "never" (and
+// wrapped to 0 in the machine's counters at 2^32).
+const (
+	MinCheckInterval = 100 * time.Millisecond
+	MaxCheckInterval = 24 * time.Hour
+	MinCheckTimeout  = 10 * time.Millisecond
+	MaxSlowStart     = 24 * time.Hour
+	MaxRiseFall      = 1000
+)
+
 // Spec applies defaults and validates, returning the health package's
 // description of the check. Errors name the offending key.
 func (c *Check) Spec() (health.Spec, error) {
@@ -128,6 +142,11 @@ func (c *Check) Spec() (health.Spec, error) {
 		FileMissing:   str(c.FileMissing),
 		WeightFile:    str(c.WeightFile),
 	}
+	if key := c.keyWithNUL(); key != "" {
+		// The kernel takes paths and argv as C strings: a NUL passed
+		// validation and then failed every probe with EINVAL.
+		return s, fmt.Errorf("check: %s contains a NUL byte", key)
+	}
 	if s.Type == "" {
 		return s, errors.New("check: type is required (tcp, http, https, udp, dns, exec, icmp, file or agent)")
 	}
@@ -141,14 +160,29 @@ func (c *Check) Spec() (health.Spec, error) {
 	if s.SlowStart, err = dur("slow_start", c.SlowStart, 0); err != nil {
 		return s, err
 	}
+	if s.Interval < MinCheckInterval || s.Interval > MaxCheckInterval {
+		return s, fmt.Errorf("check: interval %v out of range %v..%v", s.Interval, MinCheckInterval, MaxCheckInterval)
+	}
+	if c.Timeout != nil && (s.Timeout < MinCheckTimeout || s.Timeout > s.Interval) {
+		return s, fmt.Errorf("check: timeout %v out of range %v..%v (the interval)", s.Timeout, MinCheckTimeout, s.Interval)
+	}
+	if s.SlowStart < 0 || s.SlowStart > MaxSlowStart {
+		return s, fmt.Errorf("check: slow_start %v out of range 0s..%v", s.SlowStart, MaxSlowStart)
+	}
 	if c.Timeout == nil && s.Timeout > s.Interval {
 		// Only the default timeout adapts; an explicit one is checked.
 		s.Timeout = s.Interval
 	}
 	if c.Rise != nil {
+		if *c.Rise < 1 || *c.Rise > MaxRiseFall {
+			return s, fmt.Errorf("check: rise %d out of range 1..%d", *c.Rise, MaxRiseFall)
+		}
 		s.Rise = *c.Rise
 	}
 	if c.Fall != nil {
+		if *c.Fall < 1 || *c.Fall > MaxRiseFall {
+			return s, fmt.Errorf("check: fall %d out of range 1..%d", *c.Fall, MaxRiseFall)
+		}
 		s.Fall = *c.Fall
 	}
 	if c.Port != nil {
@@ -158,8 +192,8 @@ func (c *Check) Spec() (health.Spec, error) {
 		s.Port = uint16(*c.Port)
 	}
 	if c.MaxBody != nil {
-		if *c.MaxBody < 1 || *c.MaxBody > 16<<20 {
-			return s, fmt.Errorf("check: max_body %d out of range 1-16777216", *c.MaxBody)
+		if *c.MaxBody < 1 || *c.MaxBody > health.MaxBodyLimit {
+			return s, fmt.Errorf("check: max_body %d out of range 1-%d", *c.MaxBody, health.MaxBodyLimit)
 		}
 		s.MaxBody = *c.MaxBody
 	}
@@ -194,7 +228,8 @@ func (c *Check) Spec() (health.Spec, error) {
 		}
 		s.Expect = string(b)
 	}
-	if s.Type == "exec" {
+	if s.Type == "exec" || len(s.Notify) > 0 {
+		// Notify commands run as the same user as exec checks: not root.
 		s.User = DefaultCheckUser
 		if c.User != nil {
 			s.User = *c.User
@@ -207,6 +242,30 @@ func (c *Check) Spec() (health.Spec, error) {
 		return s, fmt.Errorf("check (type %s): %w", s.Type, err)
 	}
 	return s, nil
+}
+
+// keyWithNUL names the first key whose text holds a NUL byte, or "".
+func (c *Check) keyWithNUL() string {
+	v, t := reflect.ValueOf(c).Elem(), reflect.TypeOf(c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.IsNil() {
+			continue
+		}
+		var texts []string
+		switch x := f.Interface().(type) {
+		case *string:
+			texts = []string{*x}
+		case []string:
+			texts = x
+		}
+		for _, s := range texts {
+			if strings.IndexByte(s, 0) >= 0 {
+				return strings.Split(t.Field(i).Tag.Get("toml"), ",")[0]
+			}
+		}
+	}
+	return ""
 }
 
 func str(p *string) string {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
@@ -15,11 +16,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 	"github.com/ipvs-agent/ipvs-agent/health"
 )
 
@@ -35,6 +38,21 @@ type Config struct {
 	// MaxChecksInFlight bounds the health probes running at once (sockets,
 	// goroutines); 0 means the health package's default.
 	MaxChecksInFlight int
+	// Kernel holds the IPVS settings ([agent.kernel]) the agent keeps in
+	// the kernel: the defaults for direct routing, less unmanaged ones.
+	Kernel settings.Values
+	// KernelUnmanaged are the settings listed in [agent.kernel] unmanaged:
+	// never written, not even to restore them.
+	KernelUnmanaged map[settings.Name]bool
+	// StatusSocket is the control socket's path ("" = none), StatusGroup
+	// the group allowed to use it ("" = root's), MetricsListen the
+	// Prometheus endpoint's address ("" = off). Read at start.
+	StatusSocket  string
+	StatusGroup   string
+	MetricsListen string
+	// MetricsRealServers exports the per-real-server series (default
+	// false: 8 series per real server cost real CPU per scrape at scale).
+	MetricsRealServers bool
 	// CheckBudget is the health probes per second run at most (0: the
 	// health package's default, which follows the CPUs); over it every
 	// check interval is stretched evenly. Read at start.
@@ -49,9 +67,17 @@ type VirtualServer struct {
 	Adopt   bool
 
 	// Health-related behaviour the agent applies on the checks' verdicts.
-	OnFailure    string // "quiesce" (weight 0) or "remove" (delete the destination)
-	SorryServer  *model.Destination
-	Quorum       int
+	OnFailure   string // "quiesce" (weight 0) or "remove" (delete the destination)
+	SorryServer *model.Destination
+	// Quorum is the number of healthy real servers the virtual server
+	// needs (0: none); Hysteresis widens it both ways (lost below
+	// Quorum-Hysteresis, back at Quorum+Hysteresis).
+	Quorum     int
+	Hysteresis int
+	// Alpha: a checked real server that is not in the kernel yet gets no
+	// traffic (weight 0, or not added with on_failure = "remove") until
+	// its first check passes.
+	Alpha        bool
 	DrainTimeout time.Duration
 
 	RealServers []RealServer
@@ -70,6 +96,7 @@ const (
 	DefaultResyncInterval = 10 * time.Second
 	DefaultScheduler      = "wlc"
 	DefaultDrainTimeout   = 5 * time.Minute
+	DefaultStatusSocket   = "/run/ipvs-agent/status.sock"
 )
 
 // Schedulers the kernel ships (net/netfilter/ipvs/ip_vs_*.c).
@@ -94,11 +121,16 @@ var forwardings = map[string]uint32{"dr": model.ForwardDR, "nat": model.ForwardN
 // The file as TOML decodes it, before validation.
 type rawFile struct {
 	Agent struct {
-		StateFile      *string `toml:"state_file"`
-		ResyncInterval *string `toml:"resync_interval"`
-		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
-		MaxInFlight    *int64  `toml:"max_checks_in_flight"`
-		CheckBudget    *int64  `toml:"check_budget"`
+		StateFile      *string   `toml:"state_file"`
+		ResyncInterval *string   `toml:"resync_interval"`
+		CleanupOnExit  bool      `toml:"cleanup_on_exit"`
+		MaxInFlight    *int64    `toml:"max_checks_in_flight"`
+		Kernel         rawKernel `toml:"kernel"`
+		StatusSocket   *string   `toml:"status_socket"`
+		StatusGroup    string    `toml:"status_group"`
+		MetricsListen  string    `toml:"metrics_listen"`
+		MetricsRS      *bool     `toml:"metrics_real_servers"`
+		CheckBudget    *int64    `toml:"check_budget"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -122,6 +154,8 @@ type rawVS struct {
 	OnFailure          *string  `toml:"on_failure"`
 	SorryServer        *string  `toml:"sorry_server"`
 	Quorum             *int64   `toml:"quorum"`
+	Hysteresis         *int64   `toml:"hysteresis"`
+	Alpha              *bool    `toml:"alpha"`
 	DrainTimeout       *string  `toml:"drain_timeout"`
 	Check              *Check   `toml:"check"`
 	RealServers        []rawRS  `toml:"real_server"`
@@ -138,15 +172,44 @@ type rawRS struct {
 
 // Load reads, decodes and validates a configuration file.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, string(src))
 }
 
+// ReadFile reads a configuration file: a regular file of at most
+// MaxFileSize bytes. It opens without blocking, so a FIFO or device put in
+// its place is an error rather than a hung start-up or reload.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), MaxFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err == nil && len(b) > MaxFileSize {
+		err = fmt.Errorf("%s: grew larger than the limit of %d bytes while read", path, MaxFileSize)
+	}
+	return b, err
+}
+
 // Parse validates configuration text; path is used in messages.
 func Parse(path, src string) (*Config, error) {
+	if p := checkShape(path, src); p != nil {
+		return nil, Problems{*p}
+	}
 	v := &validator{file: path, src: src}
 	var raw rawFile
 	undecoded, err := decode(src, &raw)
@@ -157,8 +220,16 @@ func Parse(path, src string) (*Config, error) {
 		}
 		return nil, Problems{v.decodeProblem(err)}
 	}
+	// toml lists an unknown key inside an array of tables once per
+	// occurrence, and occurrences() already finds every one of them: report
+	// each distinct key once, or N typos become N^2 problems.
+	reported := make(map[string]bool, len(undecoded))
 	for _, k := range undecoded {
 		ks := k.String()
+		if reported[ks] {
+			continue
+		}
+		reported[ks] = true
 		occ := v.positions().occurrences(ks)
 		if len(occ) == 0 {
 			v.addAt(pos{}, "unknown key %q", ks)
@@ -283,6 +354,7 @@ func (v *validator) build(raw *rawFile) *Config {
 		cfg.StateFile = *s
 	}
 	cfg.ResyncInterval = v.duration("agent.resync_interval", raw.Agent.ResyncInterval, DefaultResyncInterval, time.Second)
+	cfg.Kernel, cfg.KernelUnmanaged = v.kernel(&raw.Agent.Kernel)
 	if m := raw.Agent.MaxInFlight; m != nil {
 		if *m < 1 || *m > 65536 {
 			v.problem("agent.max_checks_in_flight", "max_checks_in_flight %d out of range 1..65536", *m)
@@ -297,6 +369,8 @@ func (v *validator) build(raw *rawFile) *Config {
 			cfg.CheckBudget = int(*b)
 		}
 	}
+
+	v.controlKeys(raw, cfg)
 
 	// Values are the paths of first occurrences, turned into lines only
 	// when a duplicate is reported.
@@ -413,7 +487,14 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 	svc.Netmask = model.DefaultNetmask(svc.Key.Family)
 	if r.Persistence != nil {
 		d := v.duration(path+".persistence", r.Persistence, 0, time.Second)
-		if d > 0 {
+		switch {
+		case d > MaxPersistence:
+			// The kernel takes seconds in a u32 and keeps jiffies; a
+			// larger value wrapped silently ("1193047h" became 1904 s).
+			v.problem(path+".persistence", "persistence %v out of range 1s..%v", d, MaxPersistence)
+		case d%time.Second != 0:
+			v.problem(path+".persistence", "persistence %v is not a whole number of seconds (the kernel counts seconds)", d)
+		case d > 0:
 			svc.Flags |= model.FlagPersistent
 			svc.Timeout = uint32(d / time.Second)
 		}
@@ -444,12 +525,29 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			v.problem(path+".on_failure", "unknown on_failure %q (quiesce or remove)", *r.OnFailure)
 		}
 	}
+	// By default a virtual server needs one healthy real server: below
+	// that it is down (and its sorry server serves).
+	vs.Quorum = 1
 	if r.Quorum != nil {
 		if *r.Quorum < 0 || *r.Quorum > int64(len(r.RealServers)) {
 			v.problem(path+".quorum", "quorum %d out of range 0..%d (the number of real servers)", *r.Quorum, len(r.RealServers))
 		} else {
 			vs.Quorum = int(*r.Quorum)
 		}
+	}
+	if h := r.Hysteresis; h != nil {
+		switch {
+		case *h < 0 || *h >= int64(max(vs.Quorum, 1)):
+			v.problem(path+".hysteresis", "hysteresis %d out of range 0..%d (below quorum %d, or the quorum could never be lost)", *h, max(vs.Quorum-1, 0), vs.Quorum)
+		case int64(vs.Quorum)+*h > int64(len(r.RealServers)):
+			v.problem(path+".hysteresis", "quorum %d + hysteresis %d is more than the %d real servers: a lost quorum could never come back", vs.Quorum, *h, len(r.RealServers))
+		default:
+			vs.Hysteresis = int(*h)
+		}
+	}
+	vs.Alpha = r.Alpha == nil || *r.Alpha
+	if r.SorryServer != nil && r.Quorum != nil && *r.Quorum == 0 {
+		v.problem(path+".sorry_server", "sorry_server with quorum = 0 would never be used (quorum 0: the virtual server is never down); remove quorum = 0")
 	}
 	vs.DrainTimeout = v.duration(path+".drain_timeout", r.DrainTimeout, DefaultDrainTimeout, 0)
 	if r.SorryServer != nil {
@@ -537,6 +635,13 @@ func (v *validator) virtualServer(path string, r *rawVS, defCheck *Check) (Virtu
 			}
 		}
 		vs.RealServers = append(vs.RealServers, rs)
+	}
+	if vs.SorryServer != nil {
+		// As a real server too, "remove" would re-add a dead server at
+		// weight 1 when all are down, and "quiesce" would never add it.
+		if _, clash := seen[vs.SorryServer.Key]; clash {
+			v.problem(path+".sorry_server", "sorry_server %s is also a real server of %q: use another address", vs.SorryServer.Key, vs.Name)
+		}
 	}
 	return vs, ok
 }

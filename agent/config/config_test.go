@@ -2,12 +2,14 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipvs-agent/ipvs-agent/agent/model"
+	"github.com/ipvs-agent/ipvs-agent/agent/settings"
 )
 
 const good = `
@@ -208,6 +210,45 @@ address = "192.0.2.1:80"
 persistence = "5 minutes"
 `, []string{`3:1: invalid duration "often"`, `7:1: invalid duration "5 minutes"`}},
 		{"check_budget out of range", "[agent]\ncheck_budget = 0\n", []string{`2:1: check_budget 0 out of range`}},
+		{"kernel settings out of range", `
+[agent.kernel]
+conn_reuse_mode = 4
+tcp_timeout = "1500ms"
+udp_timeout = "800h"
+tcpfin_timeout = "0s"
+unmanaged = ["conn_reuse", "conntrack"]
+`, []string{`3:1: conn_reuse_mode 4 out of range 0..3`, `4:1: tcp_timeout 1.5s: the kernel counts whole seconds`,
+			`5:1: udp_timeout 800h0m0s is above the kernel's maximum`, `6:1: duration 0s is below the minimum 1s`,
+			`7:1: unmanaged[0]: unknown setting "conn_reuse"`}},
+		{"hysteresis out of range", `
+[[virtual_server]]
+name = "a"
+address = "192.0.2.1:80"
+quorum = 2
+hysteresis = 2
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.2:80"
+[[virtual_server]]
+name = "b"
+address = "192.0.2.2:80"
+quorum = 2
+hysteresis = 1
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.2:80"
+`, []string{`6:1: hysteresis 2 out of range 0..1`, `15:1: quorum 2 + hysteresis 1 is more than the 2 real servers`}},
+		{"sorry server that could never be used", `
+[[virtual_server]]
+name = "a"
+address = "192.0.2.1:80"
+quorum = 0
+sorry_server = "198.18.0.9:80"
+  [[virtual_server.real_server]]
+  address = "198.18.0.1:80"
+`, []string{`6:1: sorry_server with quorum = 0 would never be used`}},
 		{"one_packet on tcp", `
 [[virtual_server]]
 name = "a"
@@ -263,5 +304,37 @@ func TestShippedExampleIsValid(t *testing.T) {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// Without [agent.kernel] the agent keeps the direct-routing defaults; keys
+// override them, timeouts are managed only when set, and unmanaged settings
+// are left out entirely.
+func TestKernelSettings(t *testing.T) {
+	cfg, err := Parse("k.toml", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings.Values{settings.ConnReuseMode: 3, settings.ExpireNodestConn: 1, settings.ExpireQuiescentTemplate: 1}
+	if !maps.Equal(cfg.Kernel, want) {
+		t.Errorf("defaults: %v, want %v", cfg.Kernel, want)
+	}
+	cfg, err = Parse("k.toml", `
+[agent.kernel]
+conn_reuse_mode = 0
+conntrack = true
+tcp_timeout = "15m"
+unmanaged = ["expire_nodest_conn", "sloppy_sctp", "timeout_udp"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = settings.Values{settings.ConnReuseMode: 0, settings.ExpireQuiescentTemplate: 1,
+		settings.Conntrack: 1, settings.TimeoutTCP: 900}
+	if !maps.Equal(cfg.Kernel, want) {
+		t.Errorf("set: %v, want %v", cfg.Kernel, want)
+	}
+	if !cfg.KernelUnmanaged[settings.SloppySCTP] || len(cfg.KernelUnmanaged) != 3 {
+		t.Errorf("unmanaged: %v", cfg.KernelUnmanaged)
 	}
 }

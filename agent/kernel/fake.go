@@ -16,6 +16,8 @@ type Fake struct {
 	mu    sync.Mutex
 	table model.Table
 	order []model.ServiceKey // kernel dumps come back in insertion order
+	// counters are what ReadStats reports (stats.go).
+	counters map[counterKey]Counters
 
 	Counts Counts
 	// FailOn, when set, is consulted before every write; a non-nil error is

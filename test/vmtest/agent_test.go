@@ -38,7 +38,8 @@ type setup struct {
 	cfg     string
 	state   string
 	resync  string
-	cleanup bool // cleanup_on_exit
+	cleanup bool   // cleanup_on_exit
+	extra   string // more [agent] keys, one per line
 }
 
 func newSetup(t testing.TB) *setup {
@@ -49,7 +50,7 @@ func newSetup(t testing.TB) *setup {
 // write replaces the config with the [agent] section plus the given virtual servers.
 func (s *setup) write(services string) {
 	s.t.Helper()
-	body := fmt.Sprintf("[agent]\nstate_file = %q\nresync_interval = %q\ncleanup_on_exit = %v\n\n%s", s.state, s.resync, s.cleanup, services)
+	body := fmt.Sprintf("[agent]\nstate_file = %q\nresync_interval = %q\ncleanup_on_exit = %v\n%s\n%s", s.state, s.resync, s.cleanup, s.extra, services)
 	if err := os.WriteFile(s.cfg, []byte(body), 0o644); err != nil {
 		s.t.Fatal(err)
 	}

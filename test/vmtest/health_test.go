@@ -49,7 +49,8 @@ on_failure = "quiesce"
 -a -t 192.0.2.80:8080 -r 198.18.0.12:8080 -g -w 20
 -a -t 192.0.2.80:8080 -r 198.18.0.13:8080 -g -w 30
 `)
-	assertTable(t, up) // no verdict yet: the configured weights
+	// No verdict yet: new real servers start at weight 0 (alpha) and get
+	// their configured weights when their first check passes.
 	// Wait for each check's first verdict, so the failure below is judged
 	// against an Up real server (fall counts), not an Unknown one.
 	for _, r := range reals {
