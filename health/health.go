@@ -3,10 +3,14 @@
 // factor f". It knows nothing of IPVS; the agent maps a Status onto the
 // kernel's weight with Status.EffectiveWeight.
 //
-// One Scheduler drives every check from a single timer heap and runs each
-// probe on a short-lived goroutine bounded by a semaphore, so the number of
-// real servers configured costs memory for their state only, not a blocked
-// goroutine or thread each.
+// One Scheduler drives every check from a single timer heap and one loop
+// goroutine. Plain TCP connect checks run on that loop itself, on raw
+// non-blocking sockets in one epoll set (poller_linux.go): the loop wakes
+// once per tick (DefaultTick) while probes are in flight, starts every
+// probe due, collects every completion and judges every timeout of that
+// tick together, so a check costs its syscalls and no goroutine, timer or
+// allocation. Other kinds run each probe on a short-lived goroutine. The
+// number of real servers configured costs memory for their state only.
 //
 // The state machine, per distinct probe (target + spec):
 //
@@ -25,7 +29,21 @@
 // within one interval; each next one is due one interval (±Jitter, 10% by
 // default) after the previous was due. Probes started more than LateAfter
 // late are counted (Stats.Late) and logged as "falling behind", at most once
-// per 10 s.
+// per 10 s. When the checks ask for more probes per second than the budget
+// (Options.Budget), every interval is stretched by the same factor and a
+// warning gives the effective intervals and detection bounds (Timings).
+//
+// Lateness is never a failure. A TCP probe's timeout runs from when its SYN
+// left; when it passes, the socket's own state decides (a handshake the
+// kernel completed passes however late the loop noticed it), and time the
+// loop was found asleep longer than it asked is not counted against the
+// timeout, up to 3x the timeout of wall time (judgeTimeout), which bounds
+// detection of a dead server under any overload. A probe of another kind
+// whose failure comes back more than LateAfter after its timeout, and a
+// probe that failed on the agent's side (out of sockets or ports), yield no
+// verdict: they do not count towards rise or fall (Stats.NoVerdict).
+//
+// Reloads: a replaced or removed check leaves the queue at once.
 package health
 
 import (

@@ -22,6 +22,10 @@ type result struct {
 	factor  float64 // 0..1, or -1 for "not reported"
 	weight  int     // absolute weight, or -1
 	reason  string
+	// noVerdict: the agent could not look in time, or failed on its own
+	// side (out of sockets); the result neither passes nor fails the
+	// server (Scheduler.completeLocked).
+	noVerdict bool
 }
 
 func passed(reason string) result {

@@ -553,7 +553,9 @@ func TestSchedulerConcurrentUse(t *testing.T) {
 		s.Set(mk(10+i%7, 1+i%2))
 		_ = s.Statuses()
 		_ = s.Stats()
-		time.Sleep(5 * time.Millisecond)
+		// Longer than the loop's tick (10 ms), which may hold a new
+		// check's first start back by that much.
+		time.Sleep(20 * time.Millisecond)
 	}
 	<-done
 	if s.Stats().Checks == 0 {

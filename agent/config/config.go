@@ -35,7 +35,11 @@ type Config struct {
 	// MaxChecksInFlight bounds the health probes running at once (sockets,
 	// goroutines); 0 means the health package's default.
 	MaxChecksInFlight int
-	VirtualServers    []VirtualServer
+	// CheckBudget is the health probes per second run at most (0: the
+	// health package's default, which follows the CPUs); over it every
+	// check interval is stretched evenly. Read at start.
+	CheckBudget    int
+	VirtualServers []VirtualServer
 }
 
 // VirtualServer is one validated [[virtual_server]].
@@ -94,6 +98,7 @@ type rawFile struct {
 		ResyncInterval *string `toml:"resync_interval"`
 		CleanupOnExit  bool    `toml:"cleanup_on_exit"`
 		MaxInFlight    *int64  `toml:"max_checks_in_flight"`
+		CheckBudget    *int64  `toml:"check_budget"`
 	} `toml:"agent"`
 	Defaults struct {
 		Check *Check `toml:"check"`
@@ -283,6 +288,13 @@ func (v *validator) build(raw *rawFile) *Config {
 			v.problem("agent.max_checks_in_flight", "max_checks_in_flight %d out of range 1..65536", *m)
 		} else {
 			cfg.MaxChecksInFlight = int(*m)
+		}
+	}
+	if b := raw.Agent.CheckBudget; b != nil {
+		if *b < 1 || *b > 10_000_000 {
+			v.problem("agent.check_budget", "check_budget %d out of range 1..10000000 (probes per second)", *b)
+		} else {
+			cfg.CheckBudget = int(*b)
 		}
 	}
 
