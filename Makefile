@@ -23,7 +23,7 @@ vmtest:
 	bash test/vm/run-tests.sh
 
 # Health checks side by side with keepalived 2.2.7 in one VM boot (issue 12's
-# table; about 25 minutes, 35 with BASELINE=<rev>, which adds the agent as of
+# table; 15-25 minutes, 20 with BASELINE=<rev> at a host load of 7-10, which adds the agent as of
 # that commit as a third column); see BENCHMARKS.md. Not part of make test.
 vmbench:
 	@echo "host before: $$(uptime)"
