@@ -33,10 +33,11 @@ vmtest:
 	bash test/vm/run-tests.sh
 
 # Health checks side by side with keepalived 2.2.7 in one VM boot (issue 12's
-# table; about 15 minutes); see BENCHMARKS.md. Not part of make test.
+# table; 15-25 minutes, 20 with BASELINE=<rev> at a host load of 7-10, which adds the agent as of
+# that commit as a third column); see BENCHMARKS.md. Not part of make test.
 vmbench:
 	@echo "host before: $$(uptime)"
-	VM_KEEPALIVED=1 VM_MEM=$${VM_MEM:-4096} VM_TIMEOUT=$${VM_TIMEOUT:-2400} bash test/vm/run-tests.sh -test.run '^$$' -test.bench 'HealthSideBySide' -test.benchtime 1x
+	VMBENCH_BASELINE=$(BASELINE) VM_KEEPALIVED=1 VM_MEM=$${VM_MEM:-4096} VM_TIMEOUT=$${VM_TIMEOUT:-3600} bash test/vm/run-tests.sh -test.run '^$$' -test.bench 'HealthSideBySide' -test.benchtime 1x
 	@echo "host after: $$(uptime)"
 
 # The kernel-apply benchmarks (cold apply, no-change reload, bare moby/ipvs), 5 runs each.

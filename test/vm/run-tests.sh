@@ -29,9 +29,22 @@ bins="$bins ${last:-}"
 if [ "${NO_AGENT:-}" != 1 ]; then
 	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$pl/ipvs-agent" ./cmd/ipvs-agent) || die "building ./cmd/ipvs-agent failed (NO_AGENT=1 skips it)"
 fi
+# make vmbench BASELINE=<rev>: the agent as of another commit runs beside
+# this one in the same boot (a "before" column). Built from git archive, so
+# the worktree is not touched.
+agent_rev=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "${VMBENCH_BASELINE:-}" ]; then
+	brev=$(cd "$ROOT" && git rev-parse --short "$VMBENCH_BASELINE") || die "BASELINE=$VMBENCH_BASELINE is not a commit"
+	bsrc=$(mktemp -d "$CACHE/baseline.XXXXXX")
+	(cd "$ROOT" && git archive "$brev" | tar -x -C "$bsrc") || die "git archive $brev failed"
+	(cd "$bsrc" && CGO_ENABLED=0 go build -o "$pl/ipvs-agent-baseline" ./cmd/ipvs-agent) || die "building the agent at $brev failed"
+	rm -rf "$bsrc"
+	log "baseline agent: $brev"
+fi
 {
 	echo 'export VMTEST_AGENT=/payload/ipvs-agent VMTEST_IN_VM=1'
-	printf 'export VMBENCH_QUICK=%q\n' "${VMBENCH_QUICK:-}" # make vmbench: a short smoke run
+	printf 'export VMBENCH_QUICK=%q VMBENCH_AGENT_REV=%q\n' "${VMBENCH_QUICK:-}" "$agent_rev" # make vmbench
+	[ -z "${brev:-}" ] || printf 'export VMBENCH_BASELINE_AGENT=/payload/ipvs-agent-baseline VMBENCH_BASELINE_REV=%q\n' "$brev"
 	echo 'rc=0'
 	for b in $bins; do
 		echo "echo '>>> $b'"

@@ -62,8 +62,11 @@ func keepalivedDaemon() hcDaemon {
 		start: func(b *testing.B, w *hcWork, dir string) *proc {
 			cfg := filepath.Join(dir, "keepalived.conf")
 			writeFile(b, cfg, w.keepalivedConfig("vmbench"))
-			// -C checker only, -n no daemon, -l log to stderr; its own pid files.
-			return startProc(b, "keepalived", nil, keepalivedBin(b), "-C", "-n", "-l", "-f", cfg,
+			// -C checker only, -n no daemon, -l log to stderr, -G no syslog
+			// (with no syslog daemon, glibc's LOG_CONS writes every message to
+			// /dev/console, the emulated serial port, which blocks keepalived
+			// for seconds); its own pid files.
+			return startProc(b, "keepalived", nil, keepalivedBin(b), "-C", "-n", "-l", "-G", "-f", cfg,
 				"-p", filepath.Join(dir, "keepalived.pid"), "-c", filepath.Join(dir, "checkers.pid"))
 		},
 		// keepalived's parent logs "Reload complete" once every child
@@ -82,13 +85,19 @@ func keepalivedDaemon() hcDaemon {
 	}
 }
 
-func agentDaemon() hcDaemon {
+// agentDaemon is the agent under test, or with bin set another build of it
+// (make vmbench BASELINE=<rev>).
+func agentDaemon(name, bin string) hcDaemon {
 	return hcDaemon{
-		name: "ipvs-agent",
+		name: name,
 		start: func(b *testing.B, w *hcWork, dir string) *proc {
 			cfg := filepath.Join(dir, "agent.toml")
 			writeFile(b, cfg, w.agentConfig(filepath.Join(dir, "state.json"), "vmbench"))
-			return startProc(b, "ipvs-agent", nil, agentBin(b), "run", "-c", cfg, "-log-format", "json", "-log-level", "info")
+			exe := bin
+			if exe == "" {
+				exe = agentBin(b)
+			}
+			return startProc(b, name, nil, exe, "run", "-c", cfg, "-log-format", "json", "-log-level", "info")
 		},
 		reload: func(b *testing.B, p *proc, w *hcWork, dir string, limit time.Duration) (time.Duration, bool) {
 			writeFile(b, filepath.Join(dir, "agent.toml"), w.agentConfig(filepath.Join(dir, "state.json"), "vmbench, edited"))
@@ -276,7 +285,11 @@ func BenchmarkHealthSideBySide(b *testing.B) {
 		b.Fatalf("clocksource %q, want tsc: the figures would measure emulated clock reads", got)
 	}
 	f := getFarm(b)
-	daemons := []hcDaemon{keepalivedDaemon(), agentDaemon()}
+	daemons := []hcDaemon{keepalivedDaemon()}
+	if bl := os.Getenv("VMBENCH_BASELINE_AGENT"); bl != "" {
+		daemons = append(daemons, agentDaemon("ipvs-agent "+os.Getenv("VMBENCH_BASELINE_REV"), bl))
+	}
+	daemons = append(daemons, agentDaemon("ipvs-agent "+os.Getenv("VMBENCH_AGENT_REV"), ""))
 	began := time.Now()
 	sizes, coldSizes := []int{100, 1000}, []int{1000, 5000}
 	if os.Getenv("VMBENCH_QUICK") == "1" { // a smoke run of the harness itself
@@ -324,7 +337,7 @@ func BenchmarkHealthSideBySide(b *testing.B) {
 	reloadIPVS(b)
 	printHCTable(daemons, results, cold)
 	fmt.Printf("vmbench: side by side took %v\n", time.Since(began).Round(time.Second))
-	ka, ag := results["keepalived"][100], results["ipvs-agent"][100]
+	ka, ag := results["keepalived"][100], results[daemons[len(daemons)-1].name][100]
 	if ka.checks > 0 && ag.checks > 0 {
 		b.ReportMetric(msPerCheck(ka), "keepalived-ms/check")
 		b.ReportMetric(msPerCheck(ag), "agent-ms/check")
@@ -345,12 +358,14 @@ func printHCTable(daemons []hcDaemon, res map[string]map[int]hcResult, cold map[
 		for _, d := range daemons {
 			fmt.Fprintf(&sb, " %s |", cell(res[d.name][n]))
 		}
-		if ka, ag := res["keepalived"][n], res["ipvs-agent"][n]; label == "CPU per completed check" && msPerCheck(ka) > 0 {
-			fmt.Fprintf(&sb, " %.2fx |", msPerCheck(ag)/msPerCheck(ka))
-		} else {
-			sb.WriteString("  |")
+		// The last column: each agent's CPU per check against keepalived's.
+		var ratios []string
+		if ka := res["keepalived"][n]; label == "CPU per completed check" && msPerCheck(ka) > 0 {
+			for _, d := range daemons[1:] {
+				ratios = append(ratios, fmt.Sprintf("%.2fx", msPerCheck(res[d.name][n])/msPerCheck(ka)))
+			}
 		}
-		sb.WriteString("\n")
+		fmt.Fprintf(&sb, " %s |\n", strings.Join(ratios, " / "))
 	}
 	pct := func(a, b time.Duration) float64 { return 100 * a.Seconds() / b.Seconds() }
 	sb.WriteString("\nHealth checks side by side (same VM boot, same work; vmbench)\n\n")
@@ -361,7 +376,7 @@ func printHCTable(daemons []hcDaemon, res map[string]map[int]hcResult, cold map[
 	for _, d := range daemons {
 		fmt.Fprintf(&sb, " %s |", d.name)
 	}
-	sb.WriteString(" agent/keepalived |\n|---|---|---|---|\n")
+	sb.WriteString(" agent/keepalived |\n|---|" + strings.Repeat("---|", len(daemons)+1) + "\n")
 	for _, n := range []int{100, 1000} {
 		label := fmt.Sprintf("N=%d (%d checks/s configured)", n, n*hcReals)
 		row(label+": daemon CPU, % of one vCPU", func(r hcResult) string {
@@ -413,12 +428,15 @@ func printHCTable(daemons []hcDaemon, res map[string]map[int]hcResult, cold map[
 			}
 			fmt.Fprintf(&sb, " %s s |", strings.Join(parts, ", "))
 		}
-		ka, ag := cold["keepalived"][n], cold["ipvs-agent"][n]
-		if len(ka) > 0 && len(ag) > 0 && median(ka) > 0 && median(ag) > 0 {
-			fmt.Fprintf(&sb, " %.2fx (medians) |\n", median(ag).Seconds()/median(ka).Seconds())
-		} else {
-			sb.WriteString("  |\n")
+		var ratios []string
+		if ka := cold["keepalived"][n]; len(ka) > 0 && median(ka) > 0 {
+			for _, d := range daemons[1:] {
+				if ag := cold[d.name][n]; len(ag) > 0 && median(ag) > 0 {
+					ratios = append(ratios, fmt.Sprintf("%.2fx", median(ag).Seconds()/median(ka).Seconds()))
+				}
+			}
 		}
+		fmt.Fprintf(&sb, " %s (medians) |\n", strings.Join(ratios, " / "))
 	}
 	sb.WriteString("\nReload observables: ")
 	for _, d := range daemons {
