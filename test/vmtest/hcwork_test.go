@@ -46,8 +46,10 @@ func newHCWork(n int) *hcWork {
 	return w
 }
 
-// agentConfig is the agent's file for the work. rise = 1 as keepalived
-// without alpha (one good check brings a server back); on_failure quiesce
+// agentConfig is the agent's file for the work. rise = 1 and alpha = false
+// as keepalived without alpha (one good check brings a server back, and a
+// new real server is presumed up, so a server at weight 0 is one a check
+// took down, which is what the samplers count); on_failure quiesce
 // (weight 0) as keepalived's inhibit_on_failure. resync_interval is the
 // default (10 s): what a user runs.
 func (w *hcWork) agentConfig(state, comment string) string {
@@ -55,7 +57,7 @@ func (w *hcWork) agentConfig(state, comment string) string {
 	fmt.Fprintf(&sb, "# %s\n[agent]\nstate_file = %q\n\n", comment, state)
 	sb.WriteString("[defaults.check]\ntype = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 3\n\n")
 	for i, v := range w.vips {
-		fmt.Fprintf(&sb, "[[virtual_server]]\nname = \"vs%d\"\naddress = %q\nscheduler = \"wrr\"\nforwarding = \"dr\"\non_failure = \"quiesce\"\n", i, v.String())
+		fmt.Fprintf(&sb, "[[virtual_server]]\nname = \"vs%d\"\naddress = %q\nscheduler = \"wrr\"\nforwarding = \"dr\"\non_failure = \"quiesce\"\nalpha = false\n", i, v.String())
 		for j := 0; j < hcReals; j++ {
 			k := i*hcReals + j
 			fmt.Fprintf(&sb, "  [[virtual_server.real_server]]\n  address = %q\n  weight = %d\n", w.targets[k].String(), w.weights[k])
