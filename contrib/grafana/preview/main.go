@@ -13,7 +13,8 @@
 // increase over the window's scrapes divided by their time span (no
 // extrapolation; a decrease counts as a counter reset) and the windows are
 // 10 s instead of the dashboard's 1m/5m, because the run lasts one minute
-// and is scraped every 2 s.
+// and is scraped every 2 s. The picture's header describes
+// TestMetricsTimeline's scenario (keep the two in step).
 package main
 
 import (
