@@ -121,7 +121,7 @@ UNIT
 	touch "$res"
 	grep -E '^(=== RUN|--- |    |@@|PASS|FAIL|ok)' "$res" | sed "s/^/[$suite] /" >&2 || true
 	passed=$(grep -c '^--- PASS' "$res" || true)
-	failed=$(grep '^--- FAIL' "$res" | awk '{print $3}' | xargs)
+	failed=$({ grep '^--- FAIL' "$res" || true; } | awk '{print $3}' | xargs) # no FAIL: grep exits 1 (pipefail)
 	phases=$(grep -c '^@@rc ' "$res" || true)
 	if [ -n "$failed" ] || [ "$phases" != "$want_phases" ] || [ "$passed" = 0 ]; then
 		rc=1
