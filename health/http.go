@@ -11,11 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -232,7 +230,7 @@ func readPEMFile(path string) ([]byte, error) {
 	}
 	done := make(chan res, 1)
 	go func() {
-		b, err := readRegular(path, maxPEMFile)
+		b, err := ReadRegular(path, maxPEMFile)
 		done <- res{b, err}
 	}()
 	select {
@@ -241,31 +239,6 @@ func readPEMFile(path string) ([]byte, error) {
 	case <-time.After(pemReadTimeout):
 		return nil, fmt.Errorf("%s: not read within %v", path, pemReadTimeout)
 	}
-}
-
-// readRegular reads a regular file of at most limit bytes; it opens without
-// blocking and checks what it opened before reading.
-func readRegular(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), limit)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than the limit of %d bytes", path, limit)
-	}
-	return b, err
 }
 
 func (h *httpChecker) check(ctx context.Context, p probe) result {

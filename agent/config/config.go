@@ -7,16 +7,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -182,28 +179,7 @@ func Load(path string) (*Config, error) {
 // ReadFile reads a configuration file: a regular file of at most
 // MaxFileSize bytes. It opens without blocking, so a FIFO or device put in
 // its place is an error rather than a hung start-up or reload.
-func ReadFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("%s: %d bytes, larger than the limit of %d", path, fi.Size(), MaxFileSize)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err == nil && len(b) > MaxFileSize {
-		err = fmt.Errorf("%s: grew larger than the limit of %d bytes while read", path, MaxFileSize)
-	}
-	return b, err
-}
+func ReadFile(path string) ([]byte, error) { return health.ReadRegular(path, MaxFileSize) }
 
 // Parse validates configuration text; path is used in messages.
 func Parse(path, src string) (*Config, error) {

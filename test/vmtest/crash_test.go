@@ -15,19 +15,9 @@ import (
 func TestKillDuringApply(t *testing.T) {
 	resetKernel(t)
 	const services = 1000 // x 2 real servers: 3000 kernel writes
-	var cfg strings.Builder
-	var want []string
-	for i := 0; i < services; i++ {
-		port := 10000 + i
-		fmt.Fprintf(&cfg, "[[virtual_server]]\nname = \"s%d\"\naddress = \"198.51.100.50:%d\"\nscheduler = \"wrr\"\n", i, port)
-		want = append(want, fmt.Sprintf("-A -t 198.51.100.50:%d -s wrr", port))
-		for j := 1; j <= 2; j++ {
-			fmt.Fprintf(&cfg, "  [[virtual_server.real_server]]\n  address = \"198.18.0.1%d:%d\"\n  weight = %d\n", j, port, j)
-			want = append(want, fmt.Sprintf("-a -t 198.51.100.50:%d -r 198.18.0.1%d:%d -g -w %d", port, j, port, j))
-		}
-	}
+	cfg, want := bigConfig("198.51.100.50", services)
 	s := newSetup(t)
-	s.write(cfg.String())
+	s.write(cfg)
 	a := s.start()
 
 	// Kill as soon as the kernel holds some, but not all, of the services.
@@ -74,4 +64,22 @@ func countServices(t testing.TB) int {
 		}
 	}
 	return n
+}
+
+// bigConfig is n virtual servers on vip (ports 10000 up) with two real
+// servers each (rs1 weight 1, rs2 weight 2), and the table it makes as
+// `ipvsadm -Sn` lines: a first apply long enough to interrupt.
+func bigConfig(vip string, n int) (string, []string) {
+	var cfg strings.Builder
+	var want []string
+	for i := 0; i < n; i++ {
+		port := 10000 + i
+		fmt.Fprintf(&cfg, "[[virtual_server]]\nname = \"s%d\"\naddress = \"%s:%d\"\nscheduler = \"wrr\"\n", i, vip, port)
+		want = append(want, fmt.Sprintf("-A -t %s:%d -s wrr", vip, port))
+		for j := 1; j <= 2; j++ {
+			fmt.Fprintf(&cfg, "  [[virtual_server.real_server]]\n  address = \"198.18.0.1%d:%d\"\n  weight = %d\n", j, port, j)
+			want = append(want, fmt.Sprintf("-a -t %s:%d -r 198.18.0.1%d:%d -g -w %d", vip, port, j, port, j))
+		}
+	}
+	return cfg.String(), want
 }

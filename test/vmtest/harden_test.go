@@ -4,7 +4,6 @@ package vmtest
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,19 +17,9 @@ import (
 func TestStopDuringApply(t *testing.T) {
 	resetKernel(t)
 	const services = 1000 // x 2 real servers: 3000 kernel writes
-	var cfg strings.Builder
-	var want []string
-	for i := 0; i < services; i++ {
-		port := 10000 + i
-		fmt.Fprintf(&cfg, "[[virtual_server]]\nname = \"s%d\"\naddress = \"198.51.100.51:%d\"\nscheduler = \"wrr\"\n", i, port)
-		want = append(want, fmt.Sprintf("-A -t 198.51.100.51:%d -s wrr", port))
-		for j := 1; j <= 2; j++ {
-			fmt.Fprintf(&cfg, "  [[virtual_server.real_server]]\n  address = \"198.18.0.1%d:%d\"\n  weight = %d\n", j, port, j)
-			want = append(want, fmt.Sprintf("-a -t 198.51.100.51:%d -r 198.18.0.1%d:%d -g -w %d", port, j, port, j))
-		}
-	}
+	cfg, want := bigConfig("198.51.100.51", services)
 	s := newSetup(t)
-	s.write(cfg.String())
+	s.write(cfg)
 	a := s.start()
 	deadline := time.Now().Add(60 * time.Second)
 	for n := 0; n < 20; n = countServices(t) {
