@@ -227,7 +227,7 @@ const (
 	maxBatch   = 20 * time.Millisecond
 	// minCapacity: below this many probes per second the measurement is
 	// not trusted to lower the budget further.
-	minCapacity = 10
+	minCapacity = 1
 )
 
 // threadCPU is the CPU time of the thread running the caller.

@@ -240,10 +240,14 @@ func (s *Scheduler) fitBudgetLocked(runners map[runnerKey]*runner) {
 		// after a stretch a backlog of overdue probes would otherwise take
 		// longer than the new interval to drain, and the detection bound
 		// reported below would not hold until it had.
+		// Never later than already due: a probe the old schedule had
+		// soon keeps its time (overdue ones run first, now), so a
+		// stretch never postpones the next look at a real server.
 		now := s.clock.Now()
 		for i := range s.queue {
 			if it := &s.queue[i]; !it.ramp {
-				it.at = s.mono(now.Add(time.Duration(rand.Int64N(int64(max(s.interval(it.r), time.Millisecond))))))
+				at := s.mono(now.Add(time.Duration(rand.Int64N(int64(max(s.interval(it.r), time.Millisecond))))))
+				it.at = min(it.at, at)
 			}
 		}
 		s.queue.filter(func(item) bool { return true })
