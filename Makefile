@@ -4,7 +4,7 @@ BIN       := bin/ipvs-agent
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit vmtest vmbench vmbench-apply demo lint bench clean deb systemtest
+.PHONY: all build test unit vmtest vmtest-starve vmbench vmbench-apply demo lint bench clean deb systemtest
 
 all: build
 
@@ -43,6 +43,11 @@ vmbench:
 # The kernel-apply benchmarks (cold apply, no-change reload, bare moby/ipvs), 5 runs each.
 vmbench-apply:
 	VM_TIMEOUT=$${VM_TIMEOUT:-1800} bash test/vm/run-tests.sh -test.run '^$$' -test.bench 'Bare|ColdApply|NoopReload' -test.benchtime 1x -test.count 5
+
+# The health-check starvation test with its cpu.max=10% case (issue 12, open:
+# that case does not yet meet its detection bound, so make test leaves it out).
+vmtest-starve:
+	VMTEST_STARVE_QUOTA=1 bash test/vm/run-tests.sh -test.run TestHealthUnderStarvation
 
 # Builds the agent, boots the VM with contrib/demo.toml, shows ipvsadm -Ln and traffic.
 demo:

@@ -44,6 +44,7 @@ fi
 {
 	echo 'export VMTEST_AGENT=/payload/ipvs-agent VMTEST_IN_VM=1'
 	printf 'export VMBENCH_QUICK=%q VMBENCH_AGENT_REV=%q\n' "${VMBENCH_QUICK:-}" "$agent_rev" # make vmbench
+	printf 'export VMTEST_STARVE_QUOTA=%q\n' "${VMTEST_STARVE_QUOTA:-}" # make vmtest-starve
 	[ -z "${brev:-}" ] || printf 'export VMBENCH_BASELINE_AGENT=/payload/ipvs-agent-baseline VMBENCH_BASELINE_REV=%q\n' "$brev"
 	echo 'rc=0'
 	for b in $bins; do

@@ -175,17 +175,18 @@ func TestPortReuseAfterFailure(t *testing.T) {
 	// Which setting closes which case: on kernel 5.16+ either
 	// conn_reuse_mode 3 (FIN_WAIT entries are rescheduled) or
 	// expire_nodest_conn (entries to a weight-0 server are) closes it for
-	// quiesce; the agent sets both.
+	// quiesce; the agent sets both. Client ports are below the ephemeral
+	// range (32768-60999), so no other test's connection holds one.
 	cases := []struct {
 		name, vip, extra, onFailure string
 		firstPort                   int
 		wantFailures                bool
 	}{
-		{"kernel defaults refuse", "192.0.2.91", unmanaged("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template"), "quiesce", 40000, true},
-		{"quiesce", "192.0.2.92", "", "quiesce", 41000, false},
-		{"remove", "192.0.2.93", "", "remove", 42000, false},
-		{"conn_reuse_mode alone", "192.0.2.89", unmanaged("expire_nodest_conn"), "quiesce", 43000, false},
-		{"expire_nodest_conn alone", "192.0.2.88", unmanaged("conn_reuse_mode"), "quiesce", 44000, false},
+		{"kernel defaults refuse", "192.0.2.87", unmanaged("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template"), "quiesce", 20000, true},
+		{"quiesce", "192.0.2.92", "", "quiesce", 21000, false},
+		{"remove", "192.0.2.93", "", "remove", 22000, false},
+		{"conn_reuse_mode alone", "192.0.2.89", unmanaged("expire_nodest_conn"), "quiesce", 23000, false},
+		{"expire_nodest_conn alone", "192.0.2.88", unmanaged("conn_reuse_mode"), "quiesce", 24000, false},
 	}
 	const ports = 30
 	for _, tc := range cases {
