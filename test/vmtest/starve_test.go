@@ -22,8 +22,8 @@ import (
 //	cpu.max=10%      the agent in a cgroup v2 with cpu.max "10000 100000"
 //
 // The dead server must reach weight 0 within the bound the agent reports:
-// the largest "detect within D" of its last "health checks over budget"
-// warning by the end of the window (plus the sampler's period and 500 ms for
+// the largest "detect within D" of its "health checks over budget" warnings
+// from the one in force when the server died to the end of the window (plus the sampler's period and 500 ms for
 // this test's own lateness). An agent that reports no bound (no such line,
 // as on 2026-11-25) is held to starveBound: keepalived's own figure at
 // 10,000 checks/s (20-26 s, targets.md) plus slack, far above the 3.3 s the
@@ -33,17 +33,28 @@ const (
 	starveBound  = 30 * time.Second
 )
 
-// reportedBound returns the largest "detect within D" in the agent's last
-// over-budget warning among the lines before position upto.
-func reportedBound(p *proc, upto int) (time.Duration, bool) {
+// reportedBound is the detection bound the agent promised for a server
+// that died at log position died: the largest "detect within" of its
+// over-budget warnings from the one in force at died (the last before it)
+// through upto. The budget keeps adapting, so a later, shorter bound is not
+// the promise the agent made when the server died.
+func reportedBound(p *proc, died, upto int) (time.Duration, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := min(upto, len(p.lines)) - 1; i >= 0; i-- {
+	upto = min(upto, len(p.lines))
+	from := 0
+	for i := min(died, upto) - 1; i >= 0; i-- {
+		if strings.Contains(p.lines[i].text, `"msg":"health checks over budget`) {
+			from = i
+			break
+		}
+	}
+	var worst time.Duration
+	for i := from; i < upto; i++ {
 		l := p.lines[i].text
 		if !strings.Contains(l, `"msg":"health checks over budget`) {
 			continue
 		}
-		var worst time.Duration
 		for _, part := range strings.Split(l, "detect within ")[1:] {
 			end := strings.IndexByte(part, ')')
 			if end < 0 {
@@ -53,9 +64,8 @@ func reportedBound(p *proc, upto int) (time.Duration, bool) {
 				worst = d
 			}
 		}
-		return worst, worst > 0
 	}
-	return 0, false
+	return worst, worst > 0
 }
 
 func TestHealthUnderStarvation(t *testing.T) {
@@ -155,14 +165,14 @@ func starve(t *testing.T, f *farm, w *hcWork, env []string, enter, leave func(pi
 	time.Sleep(starveWindow / 3)
 	dead := w.spreadTargets(1)[0] + 5
 	f.stop(w.targets[dead])
-	deadAt := time.Now()
+	deadAt, deadMark := time.Now(), p.mark()
 	s.stopped(dead, deadAt)
 	t.Cleanup(func() { f.serve(t, w.targets[dead:dead+1]) })
 	time.Sleep(time.Until(began.Add(starveWindow)))
-	// The bound is the one the agent reports by now (its budget may notice
-	// the starvation only after the server died); a reported bound longer
-	// than the rest of the window gets its time.
-	bound, reported := reportedBound(p, p.mark())
+	// The bound is the one the agent promised while the server was dead
+	// (its budget may notice the starvation only after the server died); a
+	// reported bound longer than the rest of the window gets its time.
+	bound, reported := reportedBound(p, deadMark, p.mark())
 	if reported {
 		bound += hcSample + 500*time.Millisecond
 	} else {
