@@ -22,11 +22,15 @@ import (
 const conf = "/etc/ipvs-agent.toml"
 
 // goodConfig is what the operator writes in TestReload: two virtual servers.
+// alpha = false: the tests compare the table right after a reload with the
+// configured weights; with alpha (tested in make vmtest) new real servers
+// would sit at weight 0 until their first check passes.
 const goodConfig = `# edited by the operator (system test)
 [[virtual_server]]
 name = "web"
 address = "192.0.2.10:80"
 scheduler = "rr"
+alpha = false
   [virtual_server.check]
   type = "tcp"
   interval = "1s"
@@ -42,6 +46,7 @@ scheduler = "rr"
 name = "lines"
 address = "192.0.2.11:9000"
 scheduler = "wlc"
+alpha = false
   # An exec check that passes only as user nobody: proves the unit lets
   # exec checks drop to their user (CAP_SETUID/CAP_SETGID, NoNewPrivileges).
   [virtual_server.check]
