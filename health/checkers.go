@@ -109,6 +109,12 @@ func errReason(prefix string, err error) string {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return prefix + ": timeout"
 	}
+	// A refused dial is an OpError around a SyscallError named "connect":
+	// said once, not "connect: connect: connection refused".
+	var se *os.SyscallError
+	if errors.As(err, &se) && se.Syscall == prefix {
+		err = se.Err
+	}
 	s := err.Error()
 	if prefix != "" {
 		s = prefix + ": " + s

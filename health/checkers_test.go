@@ -565,3 +565,12 @@ func TestReadUntil(t *testing.T) {
 		}
 	}
 }
+
+// A refused connection reads "connect: connection refused", the syscall
+// named once (it read "connect: connect: connection refused").
+func TestErrReasonNamesTheSyscallOnce(t *testing.T) {
+	err := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	if got := errReason("connect", err); got != "connect: connection refused" {
+		t.Errorf("errReason = %q", got)
+	}
+}
